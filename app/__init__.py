@@ -1,0 +1,1 @@
+"""Tandem: an open server for interactive, multi-turn workflows."""
