@@ -1,0 +1,1 @@
+"""The HTTP layer: controllers, request and response Structs, auth and error mapping."""

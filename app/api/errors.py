@@ -1,0 +1,100 @@
+"""The one place where errors become HTTP answers: ``{"detail", "code"}`` (+ ``errors``).
+
+Domain errors carry their status and code; Litestar's own exceptions are mapped
+to the contract's codes; anything unexpected is logged and answered as a 500
+without a stack trace.
+"""
+
+import logging
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.api.schemas import ErrorBody
+from app.errors import ErrorItem, TandemError
+
+logger = logging.getLogger("tandem")
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+_MSGSPEC_AT = re.compile(r"^(?P<message>.*?) - at `\$(?P<path>[^`]*)`$")
+
+
+def error_response(
+    status: int, body: ErrorBody, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
+    return Response(body, status_code=status, headers=headers)
+
+
+def handle_tandem_error(_: Request[Any, Any, Any], error: TandemError) -> Response[ErrorBody]:
+    return error_response(
+        error.status_code, ErrorBody(detail=error.detail, code=error.code, errors=error.errors)
+    )
+
+
+def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Response[ErrorBody]:
+    status = error.status_code
+    if isinstance(error, ValidationException):
+        return error_response(400, _validation_body(error))
+    if status == HTTP_500_INTERNAL_SERVER_ERROR:
+        return handle_unexpected(_, error)
+    detail = _detail_for(status, str(error.detail))
+    return error_response(
+        status,
+        ErrorBody(detail=detail, code=_CODES_BY_STATUS.get(status, "error")),
+        headers=error.headers,
+    )
+
+
+def handle_unexpected(_: Request[Any, Any, Any], error: Exception) -> Response[ErrorBody]:
+    logger.exception("unexpected error", exc_info=error)
+    return error_response(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        ErrorBody(detail="The server failed to answer this request.", code="internal_error"),
+    )
+
+
+def _detail_for(status: int, detail: str) -> str:
+    if status == 413:
+        return "The request body is larger than this server accepts."
+    if status == 400 and "JSON" in detail:
+        return f"The request body is not valid JSON: {detail}"
+    return detail
+
+
+def _validation_body(error: ValidationException) -> ErrorBody:
+    items: list[ErrorItem] = []
+    for entry in error.extra if isinstance(error.extra, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        message = str(entry.get("message", "is invalid"))
+        source, key = entry.get("source"), entry.get("key")
+        path = str(key) if key and key != "data" else ""
+        match = _MSGSPEC_AT.match(message)
+        if match:
+            message = match["message"]
+            path = (path + match["path"]).lstrip(".")
+        if source and source != "body":
+            path = f"{source}.{path}" if path else str(source)
+        items.append(ErrorItem(path=path or "body", message=message))
+    if not items:
+        return ErrorBody(detail=str(error.detail), code="validation_error")
+    return ErrorBody(
+        detail="The request is not valid: " + "; ".join(f"{i.path}: {i.message}" for i in items),
+        code="validation_error",
+        errors=items,
+    )

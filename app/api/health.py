@@ -1,0 +1,28 @@
+"""Liveness and readiness, public."""
+
+from litestar import get
+from litestar.exceptions import ServiceUnavailableException
+
+from app.api.dependencies import error_responses
+from app.api.schemas import Health
+from app.store.store import Store
+
+
+@get("/healthz", tags=["health"], summary="The process answers", security=[])
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@get(
+    "/readyz",
+    tags=["health"],
+    summary="MongoDB answers",
+    security=[],
+    responses=error_responses(503),
+)
+async def readyz(store: Store) -> Health:
+    try:
+        await store.ping()
+    except Exception as error:
+        raise ServiceUnavailableException("MongoDB does not answer.") from error
+    return Health(status="ready")

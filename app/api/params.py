@@ -1,0 +1,70 @@
+"""Turning path, query and body values into the ids and requests the services take."""
+
+import re
+from typing import Any
+
+from bson import ObjectId
+
+from app.api.schemas import ExecuteRequest
+from app.config import Settings
+from app.engine.compiler import RESERVED_NAMES
+from app.engine.templating import EvaluationError, to_storable
+from app.errors import ErrorItem, InvalidId, InvalidInput, MessageTooLarge, UnknownCommand
+from app.services.turns import TurnRequest
+
+_OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+
+
+def object_id(value: str, name: str) -> ObjectId:
+    """A 24-hex-digit id, or a 400 that says what is wrong."""
+    if not _OBJECT_ID.match(value):
+        raise InvalidId(
+            f"{name} must be 24 hexadecimal digits, not {value[:40]!r}.",
+            errors=[ErrorItem(path=name, message="must be 24 hexadecimal digits")],
+        )
+    return ObjectId(value.lower())
+
+
+def turn_request(
+    body: ExecuteRequest | None, version: int | None, settings: Settings
+) -> TurnRequest:
+    """Check a turn's body: ids, command, message size, and values MongoDB can store."""
+    body = body or ExecuteRequest()
+    run_input = body.run_input
+    command = run_input.command if run_input else None
+    if command is not None and command != "stop":
+        raise UnknownCommand(
+            f"Unknown command {command[:40]!r}: the only command is 'stop'.",
+            errors=[ErrorItem(path="run_input.command", message="must be 'stop'")],
+        )
+    message = run_input.message if run_input else None
+    if message is not None and len(message.encode()) > settings.max_message_bytes:
+        raise MessageTooLarge(
+            f"The message is larger than {settings.max_message_bytes} bytes.",
+            errors=[ErrorItem(path="run_input.message", message="is too large")],
+        )
+    inputs = _storable(body.inputs or {}, "inputs")
+    reserved = RESERVED_NAMES.intersection(inputs)
+    if reserved:
+        name = sorted(reserved)[0]
+        raise InvalidInput(
+            f"inputs.{name} is reserved: templates see the conversation under that name.",
+            errors=[ErrorItem(path=f"inputs.{name}", message="is reserved")],
+        )
+    return TurnRequest(
+        run_id=object_id(body.run_id, "run_id") if body.run_id is not None else None,
+        version=version,
+        inputs=inputs,
+        message=message,
+        data=_storable(run_input.data, "run_input.data") if run_input else None,
+        stop=command == "stop",
+    )
+
+
+def _storable(value: Any, path: str) -> Any:
+    try:
+        return to_storable(value)
+    except EvaluationError as error:
+        raise InvalidInput(
+            f"{path} cannot be stored: {error}.", errors=[ErrorItem(path=path, message=str(error))]
+        ) from None

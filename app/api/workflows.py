@@ -1,0 +1,116 @@
+"""``/v1/workflows``: publish, version and read workflow definitions."""
+
+from typing import Annotated, Any
+
+from litestar import Controller, get, post
+from litestar.params import Parameter
+
+from app.api.dependencies import error_responses
+from app.api.params import object_id
+from app.api.schemas import (
+    CreateWorkflowRequest,
+    PublishVersionRequest,
+    VersionCreated,
+    VersionDetail,
+    VersionInfo,
+    WorkflowCreated,
+    WorkflowDetail,
+    WorkflowPage,
+    WorkflowSummary,
+)
+from app.services.workflows import WorkflowService
+
+
+class WorkflowController(Controller):
+    path = "/v1/workflows"
+    tags = ["workflows"]
+
+    @post(
+        "/",
+        summary="Create a workflow with its version 0",
+        responses=error_responses(400, 401, 413, 422),
+    )
+    async def create(
+        self, tenant: str, workflows: WorkflowService, data: CreateWorkflowRequest
+    ) -> WorkflowCreated:
+        workflow = await workflows.create(tenant, data.name, data.description, data.definition)
+        return WorkflowCreated(
+            workflow_id=str(workflow.id),
+            name=workflow.name,
+            version=0,
+            created_at=workflow.created_at,
+        )
+
+    @post(
+        "/{workflow_id:str}/versions",
+        summary="Publish a new version",
+        responses=error_responses(400, 401, 404, 413, 422),
+    )
+    async def publish(
+        self,
+        tenant: str,
+        workflows: WorkflowService,
+        workflow_id: str,
+        data: PublishVersionRequest,
+    ) -> VersionCreated:
+        version = await workflows.publish(
+            tenant, object_id(workflow_id, "workflow_id"), data.definition
+        )
+        return VersionCreated(workflow_id=workflow_id.lower(), version=version)
+
+    @get("/", summary="List workflows, newest first", responses=error_responses(400, 401))
+    async def list_workflows(
+        self,
+        tenant: str,
+        workflows: WorkflowService,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        cursor: str | None = None,
+    ) -> WorkflowPage:
+        before = object_id(cursor, "cursor") if cursor else None
+        page = await workflows.list_page(tenant, limit, before)
+        items = [
+            WorkflowSummary(
+                workflow_id=str(w.id),
+                name=w.name,
+                description=w.description,
+                latest_version=w.latest_version,
+                created_at=w.created_at,
+            )
+            for w in page
+        ]
+        next_cursor = items[-1].workflow_id if len(items) == limit else None
+        return WorkflowPage(items=items, next_cursor=next_cursor)
+
+    @get("/{workflow_id:str}", summary="Read a workflow", responses=error_responses(400, 401, 404))
+    async def read(
+        self, tenant: str, workflows: WorkflowService, workflow_id: str
+    ) -> WorkflowDetail:
+        workflow = await workflows.get(tenant, object_id(workflow_id, "workflow_id"))
+        versions = await workflows.versions(tenant, workflow.id)
+        return WorkflowDetail(
+            workflow_id=str(workflow.id),
+            name=workflow.name,
+            description=workflow.description,
+            latest_version=workflow.latest_version,
+            versions=[VersionInfo(version=v.version, created_at=v.created_at) for v in versions],
+            created_at=workflow.created_at,
+        )
+
+    @get(
+        "/{workflow_id:str}/versions/{version:int}",
+        summary="Read one version's definition",
+        responses=error_responses(400, 401, 404),
+    )
+    async def read_version(
+        self, tenant: str, workflows: WorkflowService, workflow_id: str, version: int
+    ) -> VersionDetail:
+        document = await workflows.get_version(
+            tenant, object_id(workflow_id, "workflow_id"), version
+        )
+        definition: dict[str, Any] = document.definition
+        return VersionDetail(
+            workflow_id=str(document.workflow_id),
+            version=document.version,
+            definition=definition,
+            created_at=document.created_at,
+        )

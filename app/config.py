@@ -1,0 +1,86 @@
+"""Configuration from the environment; every setting is listed in the README."""
+
+import os
+import secrets
+from collections.abc import Mapping
+from datetime import timedelta
+
+import msgspec
+
+DEV_TENANT = "dev"
+
+
+class ConfigError(Exception):
+    """A setting that the server cannot start with; the message says how to fix it."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    mongodb_uri: str | None = None
+    database_name: str = "tandem"
+    api_keys: dict[str, str] = msgspec.field(default_factory=dict)  # key -> tenant
+    dev_key: str | None = None  # made at start-up on the embedded default with no keys set
+    examples_tenant: str | None = None
+    lease_seconds: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    max_message_bytes: int = 32 * 1024
+    history_limit: int = 200
+
+    @property
+    def embedded(self) -> bool:
+        return self.mongodb_uri is None
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        uri = env.get("MONGODB_URI") or None
+        keys = parse_api_keys(env.get("TANDEM_API_KEYS", ""))
+        dev_key = None
+        if not keys:
+            if uri is not None:
+                raise ConfigError(
+                    "MONGODB_URI is set but TANDEM_API_KEYS is not: set TANDEM_API_KEYS to "
+                    "'key:tenant[,key2:tenant2]' so that the data in MongoDB is protected."
+                )
+            dev_key = "dev-" + secrets.token_urlsafe(18)
+            keys = {dev_key: DEV_TENANT}
+        examples_tenant = env.get("TANDEM_EXAMPLES_TENANT") or None
+        if examples_tenant is None and uri is None:
+            examples_tenant = next(iter(keys.values()))
+        return cls(
+            mongodb_uri=uri,
+            database_name=env.get("TANDEM_DB_NAME", "tandem"),
+            api_keys=keys,
+            dev_key=dev_key,
+            examples_tenant=examples_tenant,
+            lease_seconds=_number(env, "TANDEM_LEASE_SECONDS", 30.0),
+            max_body_bytes=int(_number(env, "TANDEM_MAX_BODY_BYTES", 1024 * 1024)),
+            max_message_bytes=int(_number(env, "TANDEM_MAX_MESSAGE_BYTES", 32 * 1024)),
+            history_limit=int(_number(env, "TANDEM_HISTORY_LIMIT", 200)),
+        )
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """``key:tenant,key2:tenant2`` as a mapping from key to tenant."""
+    keys: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        key, _, tenant = entry.rpartition(":")
+        if not key or not tenant:
+            raise ConfigError(f"TANDEM_API_KEYS entry {entry!r} is not of the form key:tenant")
+        keys[key] = tenant
+    return keys
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, not {raw!r}")
+    return value

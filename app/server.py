@@ -1,0 +1,103 @@
+"""The application factory: wires the store, the services and the HTTP layer."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from app.api import dependencies
+from app.api.auth import ApiKeyAuthentication
+from app.api.errors import handle_http_exception, handle_tandem_error, handle_unexpected
+from app.api.health import healthz, readyz
+from app.api.runs import ExecuteController, RunController
+from app.api.workflows import WorkflowController
+from app.clock import Clock, utc_now
+from app.config import Settings
+from app.errors import TandemError
+from app.examples import load_examples
+from app.services.turns import TurnService, TurnSettings
+from app.services.workflows import WorkflowService
+from app.store.database import Connection, Database
+from app.store.store import Store
+
+logger = logging.getLogger("tandem")
+
+
+def create_app(
+    settings: Settings, *, database: Database | None = None, clock: Clock = utc_now
+) -> Litestar:
+    """The Tandem application. ``database`` and ``clock`` are for tests to inject."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        connection = None
+        db = database
+        if db is None:
+            connection = Connection(settings.mongodb_uri, settings.database_name)
+            db = connection.database
+        store = Store(db)
+        await store.ensure_indexes()
+        workflows = WorkflowService(store.workflows, clock)
+        app.state.store = store
+        app.state.settings = settings
+        app.state.workflows = workflows
+        app.state.turns = TurnService(
+            store.runs,
+            workflows,
+            clock,
+            TurnSettings(lease=settings.lease, history_limit=settings.history_limit),
+        )
+        if settings.examples_tenant is not None:
+            await load_examples(workflows, settings.examples_tenant)
+        try:
+            yield
+        finally:
+            if connection is not None:
+                await connection.close()
+
+    return Litestar(
+        route_handlers=[
+            WorkflowController,
+            ExecuteController,
+            RunController,
+            healthz,
+            readyz,
+        ],
+        lifespan=[lifespan],
+        dependencies={
+            "tenant": Provide(dependencies.provide_tenant, sync_to_thread=False),
+            "workflows": Provide(dependencies.provide_workflows, sync_to_thread=False),
+            "turns": Provide(dependencies.provide_turns, sync_to_thread=False),
+            "settings": Provide(dependencies.provide_settings, sync_to_thread=False),
+            "store": Provide(dependencies.provide_store, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(ApiKeyAuthentication, keys=settings.api_keys)],
+        exception_handlers={
+            TandemError: handle_tandem_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Tandem",
+            version="1.0.0",
+            description="Interactive, multi-turn workflows, one turn at a time.",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "ApiKey": SecurityScheme(
+                        type="apiKey", name="X-API-Key", security_scheme_in="header"
+                    ),
+                    "Bearer": SecurityScheme(type="http", scheme="bearer"),
+                }
+            ),
+            security=[{"ApiKey": []}, {"Bearer": []}],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,1 @@
+"""The services between HTTP and the engine: they load, run and store."""

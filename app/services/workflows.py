@@ -1,0 +1,96 @@
+"""Publishing workflows, and the cache of compiled versions that turns run."""
+
+from collections import OrderedDict
+from typing import Any
+
+from bson import ObjectId
+
+from app.clock import Clock
+from app.engine.compiler import CompiledWorkflow, InvalidDefinition, compile_workflow
+from app.errors import DefinitionRejected, ErrorItem, NotFound
+from app.store.documents import VersionDocument, VersionSummary, WorkflowDocument
+from app.store.workflows import WorkflowStore
+
+COMPILED_CACHE_SIZE = 512
+
+
+class WorkflowService:
+    def __init__(self, workflows: WorkflowStore, clock: Clock) -> None:
+        self._workflows = workflows
+        self._clock = clock
+        # Published versions never change, so each is compiled once per process.
+        self._compiled: OrderedDict[tuple[ObjectId, int], CompiledWorkflow] = OrderedDict()
+
+    async def create(
+        self,
+        tenant: str,
+        name: str,
+        description: str | None,
+        definition: dict[str, Any],
+        workflow_id: ObjectId | None = None,
+    ) -> WorkflowDocument:
+        compiled = _compile(definition)
+        workflow = await self._workflows.create(
+            tenant, name, description, definition, self._clock(), workflow_id
+        )
+        self._remember(workflow.id, 0, compiled)
+        return workflow
+
+    async def publish(self, tenant: str, workflow_id: ObjectId, definition: dict[str, Any]) -> int:
+        workflow = await self.get(tenant, workflow_id)
+        compiled = _compile(definition)
+        version = await self._workflows.publish_version(workflow, definition, self._clock())
+        self._remember(workflow.id, version, compiled)
+        return version
+
+    async def get(self, tenant: str, workflow_id: ObjectId) -> WorkflowDocument:
+        workflow = await self._workflows.find(tenant, workflow_id)
+        if workflow is None:
+            raise NotFound(f"No workflow {workflow_id}.")
+        return workflow
+
+    async def find(self, tenant: str, workflow_id: ObjectId) -> WorkflowDocument | None:
+        return await self._workflows.find(tenant, workflow_id)
+
+    async def list_page(
+        self, tenant: str, limit: int, before: ObjectId | None
+    ) -> list[WorkflowDocument]:
+        return await self._workflows.list_page(tenant, limit, before)
+
+    async def versions(self, tenant: str, workflow_id: ObjectId) -> list[VersionSummary]:
+        return await self._workflows.version_summaries(tenant, workflow_id)
+
+    async def get_version(
+        self, tenant: str, workflow_id: ObjectId, version: int
+    ) -> VersionDocument:
+        document = await self._workflows.find_version(tenant, workflow_id, version)
+        if document is None:
+            raise NotFound(f"Workflow {workflow_id} has no version {version}.")
+        return document
+
+    async def compiled(self, tenant: str, workflow_id: ObjectId, version: int) -> CompiledWorkflow:
+        """The compiled version, from the cache or loaded once (one round trip on a miss)."""
+        key = (workflow_id, version)
+        compiled = self._compiled.get(key)
+        if compiled is not None:
+            self._compiled.move_to_end(key)
+            return compiled
+        document = await self.get_version(tenant, workflow_id, version)
+        compiled = compile_workflow(document.definition)
+        self._remember(workflow_id, version, compiled)
+        return compiled
+
+    def _remember(self, workflow_id: ObjectId, version: int, compiled: CompiledWorkflow) -> None:
+        self._compiled[(workflow_id, version)] = compiled
+        if len(self._compiled) > COMPILED_CACHE_SIZE:
+            self._compiled.popitem(last=False)
+
+
+def _compile(definition: dict[str, Any]) -> CompiledWorkflow:
+    try:
+        return compile_workflow(definition)
+    except InvalidDefinition as error:
+        problems = [ErrorItem(path=p.path, message=p.message) for p in error.problems]
+        raise DefinitionRejected(
+            f"The definition has {len(problems)} problem(s).", errors=problems
+        ) from error

@@ -1,0 +1,124 @@
+"""Runs and the events of their turns.
+
+A turn's writes are guarded so that concurrent requests leave a run
+consistent: ``claim_for_turn`` takes the run with one atomic
+``find_one_and_update``; ``commit_turn`` writes the turn's state and events in
+one update that only matches while the turn still holds its claim.
+"""
+
+import contextlib
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from app.engine.state import WAITING_STATUSES, Event
+from app.store.database import Database
+from app.store.documents import (
+    Claim,
+    RunDocument,
+    RunProgress,
+    TurnEventsDocument,
+    from_document,
+    to_document,
+)
+
+
+class RunStore:
+    def __init__(self, database: Database) -> None:
+        self._runs = database["runs"]
+        self._events = database["run_events"]
+
+    async def ensure_indexes(self) -> None:
+        await self._runs.create_index(
+            [("tenant", ASCENDING), ("workflow_id", ASCENDING), ("_id", DESCENDING)]
+        )
+        await self._events.create_index([("run_id", ASCENDING), ("turn", ASCENDING)], unique=True)
+
+    async def insert(self, run: RunDocument) -> None:
+        await self._runs.insert_one(to_document(run))
+
+    async def find(self, tenant: str, run_id: ObjectId) -> RunDocument | None:
+        raw = await self._runs.find_one({"_id": run_id, "tenant": tenant})
+        return from_document(raw, RunDocument) if raw else None
+
+    async def claim_for_turn(
+        self, tenant: str, run_id: ObjectId, workflow_id: ObjectId, claim: Claim
+    ) -> RunDocument | None:
+        """Take a waiting run for a turn; the run as it was before, or None if it is not
+        waiting, already claimed, or not this tenant's run of this workflow."""
+        raw = await self._runs.find_one_and_update(
+            {
+                "_id": run_id,
+                "tenant": tenant,
+                "workflow_id": workflow_id,
+                "status": {"$in": sorted(WAITING_STATUSES)},
+                "claim": None,
+            },
+            {"$set": {"claim": to_document(claim)}, "$inc": {"revision": 1}},
+            return_document=ReturnDocument.BEFORE,
+        )
+        return from_document(raw, RunDocument) if raw else None
+
+    async def take_over_interrupted(
+        self, tenant: str, run_id: ObjectId, now: datetime, token: str, expires_at: datetime
+    ) -> RunDocument | None:
+        """Take the claim of a turn whose lease has expired (its server died), keeping its
+        turn number and input so that the turn can run again; the run as it is now."""
+        raw = await self._runs.find_one_and_update(
+            {"_id": run_id, "tenant": tenant, "claim.expires_at": {"$lte": now}},
+            {
+                "$set": {"claim.token": token, "claim.expires_at": expires_at},
+                "$inc": {"revision": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return from_document(raw, RunDocument) if raw else None
+
+    async def commit_turn(
+        self, run_id: ObjectId, token: str, progress: RunProgress, next_claim: Claim | None = None
+    ) -> bool:
+        """Write a turn's outcome if the turn still holds its claim; False if it lost it."""
+        result = await self._runs.update_one(
+            {"_id": run_id, "claim.token": token},
+            {
+                "$set": {**to_document(progress), "claim": _claim_document(next_claim)},
+                "$inc": {"revision": 1},
+            },
+        )
+        return result.matched_count == 1
+
+    async def replace_progress(self, run: RunDocument, progress: RunProgress) -> bool:
+        """Write ``progress`` over ``run`` if nothing changed it since it was read, releasing
+        any claim (a stop does this). False if the run changed in between."""
+        result = await self._runs.update_one(
+            {"_id": run.id, "revision": run.revision},
+            {"$set": {**to_document(progress), "claim": None}, "$inc": {"revision": 1}},
+        )
+        return result.matched_count == 1
+
+    async def archive_events(self, run: RunDocument) -> None:
+        """Copy the events of the run's last committed turn into the events collection.
+        Idempotent: the turn's document is written once, whoever gets there first."""
+        if not run.last_events:
+            return
+        document = TurnEventsDocument(
+            tenant=run.tenant, run_id=run.id, turn=run.turn, events=run.last_events
+        )
+        with contextlib.suppress(DuplicateKeyError):
+            await self._events.insert_one(to_document(document))
+
+    async def archived_events(self, run: RunDocument, turn: int | None) -> list[Event]:
+        """The archived events of a run (every turn, or one), in order."""
+        query: dict[str, Any] = {"run_id": run.id, "tenant": run.tenant}
+        if turn is not None:
+            query["turn"] = turn
+        cursor = self._events.find(query, {"_id": 0}).sort("turn", ASCENDING)
+        documents = [from_document(raw, TurnEventsDocument) for raw in await cursor.to_list(None)]
+        return [event for document in documents for event in document.events]
+
+
+def _claim_document(claim: Claim | None) -> dict[str, Any] | None:
+    return to_document(claim) if claim is not None else None
