@@ -1,6 +1,7 @@
 """Liveness and readiness, public."""
 
 from litestar import get
+from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
 
 from app.api.dependencies import error_responses
@@ -20,7 +21,7 @@ async def healthz() -> Health:
     security=[],
     responses=error_responses(503),
 )
-async def readyz(store: Store) -> Health:
+async def readyz(store: NamedDependency[Store]) -> Health:
     try:
         await store.ping()
     except Exception as error:

@@ -3,7 +3,8 @@
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.dependencies import error_responses
 from app.api.params import object_id, turn_request
@@ -12,6 +13,9 @@ from app.config import Settings
 from app.engine.state import TERMINAL_STATUSES, WAITING_STATUSES, RunStatus
 from app.services.turns import TurnResult, TurnService
 from app.store.documents import RunDocument
+
+Tenant = NamedDependency[str]
+Turns = NamedDependency[TurnService]
 
 
 class ExecuteController(Controller):
@@ -26,12 +30,12 @@ class ExecuteController(Controller):
     )
     async def execute(
         self,
-        tenant: str,
-        turns: TurnService,
-        settings: Settings,
-        workflow_id: str,
-        data: ExecuteRequest | None = None,
-        version: Annotated[int | None, Parameter(ge=0)] = None,
+        tenant: Tenant,
+        turns: Turns,
+        settings: NamedDependency[Settings],
+        workflow_id: FromPath[str],
+        data: JSONBody[ExecuteRequest | None] = None,
+        version: Annotated[int | None, QueryParameter(ge=0)] = None,
     ) -> TurnAnswer:
         workflow = object_id(workflow_id, "workflow_id")
         request = turn_request(data, version, settings)
@@ -43,7 +47,7 @@ class RunController(Controller):
     tags = ["runs"]
 
     @get("/", summary="Read a run", responses=error_responses(400, 401, 404))
-    async def read(self, tenant: str, turns: TurnService, run_id: str) -> RunDetail:
+    async def read(self, tenant: Tenant, turns: Turns, run_id: FromPath[str]) -> RunDetail:
         run = await turns.read(tenant, object_id(run_id, "run_id"))
         return RunDetail(
             run_id=str(run.id),
@@ -62,10 +66,10 @@ class RunController(Controller):
     @get("/events", summary="Read a run's events", responses=error_responses(400, 401, 404))
     async def events(
         self,
-        tenant: str,
-        turns: TurnService,
-        run_id: str,
-        turn: Annotated[int | None, Parameter(ge=1)] = None,
+        tenant: Tenant,
+        turns: Turns,
+        run_id: FromPath[str],
+        turn: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> RunEvents:
         events = await turns.events(tenant, object_id(run_id, "run_id"), turn)
         return RunEvents(run_id=run_id.lower(), events=events)

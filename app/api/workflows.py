@@ -3,7 +3,8 @@
 from typing import Annotated, Any
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.api.dependencies import error_responses
 from app.api.params import object_id
@@ -20,6 +21,9 @@ from app.api.schemas import (
 )
 from app.services.workflows import WorkflowService
 
+Tenant = NamedDependency[str]
+Workflows = NamedDependency[WorkflowService]
+
 
 class WorkflowController(Controller):
     path = "/v1/workflows"
@@ -31,7 +35,7 @@ class WorkflowController(Controller):
         responses=error_responses(400, 401, 413, 422),
     )
     async def create(
-        self, tenant: str, workflows: WorkflowService, data: CreateWorkflowRequest
+        self, tenant: Tenant, workflows: Workflows, data: JSONBody[CreateWorkflowRequest]
     ) -> WorkflowCreated:
         workflow = await workflows.create(tenant, data.name, data.description, data.definition)
         return WorkflowCreated(
@@ -48,10 +52,10 @@ class WorkflowController(Controller):
     )
     async def publish(
         self,
-        tenant: str,
-        workflows: WorkflowService,
-        workflow_id: str,
-        data: PublishVersionRequest,
+        tenant: Tenant,
+        workflows: Workflows,
+        workflow_id: FromPath[str],
+        data: JSONBody[PublishVersionRequest],
     ) -> VersionCreated:
         version = await workflows.publish(
             tenant, object_id(workflow_id, "workflow_id"), data.definition
@@ -61,10 +65,10 @@ class WorkflowController(Controller):
     @get("/", summary="List workflows, newest first", responses=error_responses(400, 401))
     async def list_workflows(
         self,
-        tenant: str,
-        workflows: WorkflowService,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-        cursor: str | None = None,
+        tenant: Tenant,
+        workflows: Workflows,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        cursor: FromQuery[str | None] = None,
     ) -> WorkflowPage:
         before = object_id(cursor, "cursor") if cursor else None
         page = await workflows.list_page(tenant, limit, before)
@@ -83,7 +87,7 @@ class WorkflowController(Controller):
 
     @get("/{workflow_id:str}", summary="Read a workflow", responses=error_responses(400, 401, 404))
     async def read(
-        self, tenant: str, workflows: WorkflowService, workflow_id: str
+        self, tenant: Tenant, workflows: Workflows, workflow_id: FromPath[str]
     ) -> WorkflowDetail:
         workflow = await workflows.get(tenant, object_id(workflow_id, "workflow_id"))
         versions = await workflows.versions(tenant, workflow.id)
@@ -102,7 +106,11 @@ class WorkflowController(Controller):
         responses=error_responses(400, 401, 404),
     )
     async def read_version(
-        self, tenant: str, workflows: WorkflowService, workflow_id: str, version: int
+        self,
+        tenant: Tenant,
+        workflows: Workflows,
+        workflow_id: FromPath[str],
+        version: FromPath[int],
     ) -> VersionDetail:
         document = await workflows.get_version(
             tenant, object_id(workflow_id, "workflow_id"), version

@@ -1,0 +1,46 @@
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from app.config import Settings
+from app.server import create_app
+from tests.support import BOOKING, FakeClock, YieldingDatabase, test_database
+
+KEY_A, TENANT_A = "key-acme", "acme"
+KEY_B, TENANT_B = "key-globex", "globex"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B})
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[YieldingDatabase]:
+    async with test_database() as raw:
+        yield YieldingDatabase(raw)
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> AsyncIterator[AsyncTestClient[Any]]:
+    app = create_app(settings, database=database, clock=clock)  # type: ignore[arg-type]
+    async with AsyncTestClient(app=app) as test_client:
+        test_client.headers["X-API-Key"] = KEY_A
+        yield test_client
+
+
+@pytest.fixture
+async def booking_id(client: AsyncTestClient[Any]) -> str:
+    response = await client.post("/v1/workflows", json={"name": "Booking", "definition": BOOKING})
+    assert response.status_code == 201, response.text
+    workflow_id: str = response.json()["workflow_id"]
+    return workflow_id

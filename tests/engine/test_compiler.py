@@ -1,0 +1,123 @@
+import json
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from app.engine.compiler import InvalidDefinition, compile_workflow
+from tests.support import BOOKING, flow
+
+END = ("end", {"type": "end"})
+
+
+def problems(definition: Any) -> dict[str, str]:
+    with pytest.raises(InvalidDefinition) as caught:
+        compile_workflow(definition)
+    found: dict[str, str] = {}
+    for problem in caught.value.problems:
+        found[problem.path] = " | ".join(filter(None, [found.get(problem.path), problem.message]))
+    return found
+
+
+def test_bundled_examples_compile() -> None:
+    for name in ("booking", "support_triage"):
+        spec = json.loads(resources.files("app.examples").joinpath(f"{name}.json").read_text())
+        compiled = compile_workflow(spec["definition"])
+        assert compiled.start in compiled.nodes
+
+
+def test_booking_compiles_with_its_limits() -> None:
+    compiled = compile_workflow(BOOKING)
+    assert compiled.max_steps_per_turn == 100
+    assert set(compiled.nodes) == set(BOOKING["nodes"])
+
+
+def test_every_problem_is_reported_at_once_with_its_path() -> None:
+    definition = {
+        "start": "ask",
+        "extra": True,
+        "nodes": {
+            "ask": {"type": "input", "save_as": "name", "next": "nowhere", "colour": "red"},
+            "greet": {"type": "message", "text": "Hi {{ name ", "next": "ask"},
+            "check": {"type": "switch", "cases": [{"when": "a +", "next": "ask"}], "default": "ask"},
+        },
+    }
+    found = problems(definition)
+    assert set(found) == {
+        "extra",
+        "nodes.ask.next",
+        "nodes.ask.colour",
+        "nodes.greet.text",
+        "nodes.check.cases[0].when",
+        "nodes.greet",
+        "nodes.check",
+    }
+    assert "nowhere" in found["nodes.ask.next"]
+    assert "not reachable" in found["nodes.greet"]
+
+
+@pytest.mark.parametrize(
+    ("node", "path", "words"),
+    [
+        ({"type": "teleport", "next": "end"}, "nodes.n.type", "unknown node type"),
+        ({"next": "end"}, "nodes.n.type", "required"),
+        ({"type": "message", "next": "end"}, "nodes.n.text", "required"),
+        ({"type": "message", "text": 5, "next": "end"}, "nodes.n.text", "Expected `str`"),
+        ({"type": "set", "values": {"x": "1"}, "next": 3}, "nodes.n.next", "Expected `str`"),
+        ({"type": "set", "values": {"a b": "1"}, "next": "end"}, "nodes.n.values", "invalid key"),
+        ({"type": "set", "values": {"x": "(1"}, "next": "end"}, "nodes.n.values.x", "does not compile"),
+        ({"type": "input", "save_as": "x", "validate": {"pattern": "(["}, "next": "end"}, "nodes.n.validate.pattern", "regular expression"),
+        ({"type": "input", "save_as": "x", "validate": {"max_length": 0}, "next": "end"}, "nodes.n.validate.max_length", ">= 1"),
+        ({"type": "input", "save_as": "x", "validate": {"choices": "red"}, "next": "end"}, "nodes.n.validate.choices", "Expected `array"),
+        ({"type": "input", "save_as": "history", "next": "end"}, "nodes.n.save_as", "reserved"),
+        ({"type": "switch", "cases": [{"when": "true", "next": "end", "x": 1}], "default": "end"}, "nodes.n.cases[0]", "unknown field"),
+        ({"type": "switch", "cases": [], "default": "ghost"}, "nodes.n.default", "names no node"),
+        ({"type": "fail", "error": "{% if %}"}, "nodes.n.error", "does not compile"),
+        ({"type": "llm", "prompt": "hi", "save_as": "r", "next": "end", "temperature": 5}, "nodes.n.temperature", "<= 2"),
+        ({"type": "end", "output": {"x": "1 +"}}, "nodes.n.output.x", "does not compile"),
+        ("not an object", "nodes.n", "must be an object"),
+    ],
+)
+def test_node_problems_carry_their_field_path(node: Any, path: str, words: str) -> None:
+    found = problems(flow(("n", node), END))
+    assert path in found, found
+    assert words in found[path]
+
+
+def test_start_must_name_a_node() -> None:
+    assert "names no node" in problems(flow(END) | {"start": "ghost"})["start"]
+    assert "required" in problems({"nodes": dict([END])})["start"]
+
+
+def test_definition_and_nodes_must_be_objects() -> None:
+    assert problems([]) == {"definition": "must be an object"}
+    assert "required" in problems({"start": "a"})["nodes"]
+    assert "object" in problems({"start": "a", "nodes": []})["nodes"]
+
+
+def test_node_ids_must_match_the_pattern() -> None:
+    found = problems({"start": "end", "nodes": {"end": {"type": "end"}, "bad id!": {"type": "end"}}})
+    assert "must match" in found["nodes.bad id!"]
+
+
+def test_limits_are_bounded() -> None:
+    found = problems(flow(END, limits={"max_steps_per_turn": 10_001}))
+    assert "<= 10000" in found["limits.max_steps_per_turn"]
+    assert "limits.max_steps_per_turn" in problems(flow(END, limits={"max_steps_per_turn": 0}))
+
+
+def test_at_most_500_nodes() -> None:
+    nodes = {f"n{i}": {"type": "message", "text": "x", "next": f"n{i + 1}"} for i in range(500)}
+    nodes["n500"] = {"type": "end"}
+    assert "at most 500" in problems({"start": "n0", "nodes": nodes})["nodes"]
+
+
+def test_unreachable_nodes_are_problems_even_behind_a_broken_node() -> None:
+    definition = flow(
+        ("a", {"type": "message", "next": "b"}),  # broken: no text, but it still leads to b
+        ("b", {"type": "end"}),
+        ("orphan", {"type": "end"}),
+    )
+    found = problems(definition)
+    assert "nodes.b" not in found
+    assert "not reachable" in found["nodes.orphan"]

@@ -1,0 +1,148 @@
+"""Helpers shared by the tests: a movable clock, databases that yield, and factories."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app.store.database import Database
+
+BOOKING = {
+    "start": "greet",
+    "limits": {"max_steps_per_turn": 100},
+    "nodes": {
+        "greet": {"type": "message", "text": "Hi! I book tables.", "next": "ask_name"},
+        "ask_name": {
+            "type": "input",
+            "prompt": "What is your name?",
+            "save_as": "name",
+            "next": "ask_size",
+        },
+        "ask_size": {
+            "type": "input",
+            "prompt": "For how many people?",
+            "save_as": "size",
+            "validate": {"pattern": "^[0-9]+$"},
+            "retry_prompt": "Please give a number.",
+            "next": "check",
+        },
+        "check": {
+            "type": "switch",
+            "cases": [{"when": "size | int > 8", "next": "too_big"}],
+            "default": "confirm",
+        },
+        "too_big": {
+            "type": "message",
+            "text": "Sorry {{ name }}, at most 8 people.",
+            "next": "ask_size",
+        },
+        "confirm": {
+            "type": "pause",
+            "prompt": "Book for {{ name }}, {{ size }} people?",
+            "next": "done",
+        },
+        "done": {"type": "end", "output": {"name": "name", "size": "size | int"}},
+    },
+}
+
+
+def flow(*nodes: tuple[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A definition from (id, node) pairs; the first node is the start."""
+    return {"start": nodes[0][0], "nodes": dict(nodes), **extra}
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class YieldingCollection:
+    """Wraps a collection so that each call yields to the event loop before and after it,
+    as a real driver does; mongomock-motor never yields, which would hide every race.
+    ``hold`` names methods that wait for ``gate`` before running (to hold a turn open)."""
+
+    def __init__(self, collection: Any, gate: asyncio.Event, hold: set[str]) -> None:
+        self._collection = collection
+        self._gate = gate
+        self._hold = hold
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._collection, name)
+        if name == "find" or not asyncio.iscoroutinefunction(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)
+            if name in self._hold:
+                await self._gate.wait()
+            result = await attribute(*args, **kwargs)
+            await asyncio.sleep(0)
+            return result
+
+        return call
+
+
+class YieldingDatabase:
+    """A database whose collections yield (see ``YieldingCollection``)."""
+
+    def __init__(self, database: Any) -> None:
+        self._database = database
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.held: dict[str, set[str]] = {}
+
+    def hold(self, collection: str, *methods: str) -> None:
+        """From now on, calls of ``methods`` on ``collection`` wait until ``release``."""
+        self.held.setdefault(collection, set()).update(methods)
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def __getitem__(self, name: str) -> YieldingCollection:
+        return YieldingCollection(
+            self._database[name], self.gate, self.held.setdefault(name, set())
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database, name)
+
+
+@asynccontextmanager
+async def test_database() -> AsyncIterator[Database]:
+    """A fresh database: on the MongoDB of MONGODB_URI when set, else in memory."""
+    uri = os.environ.get("MONGODB_URI")
+    name = f"tandem_test_{uuid.uuid4().hex[:12]}"
+    if uri:
+        from pymongo import AsyncMongoClient
+
+        client: Any = AsyncMongoClient(uri, tz_aware=True)
+        try:
+            yield client[name]
+        finally:
+            await client.drop_database(name)
+            await client.close()
+    else:
+        from mongomock_motor import AsyncMongoMockClient
+
+        yield AsyncMongoMockClient(tz_aware=True)[name]
+
+
+async def wait_until(condition: Callable[[], bool], rounds: int = 10_000) -> None:
+    """Let the event loop run until ``condition`` holds (bounded, never sleeps)."""
+    for _ in range(rounds):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
