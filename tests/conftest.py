@@ -6,7 +6,7 @@ from litestar.testing import AsyncTestClient
 
 from app.config import Settings
 from app.server import create_app
-from tests.support import BOOKING, FakeClock, YieldingDatabase, test_database
+from tests.support import BOOKING, FakeClock, YieldingDatabase, fresh_database
 
 KEY_A, TENANT_A = "key-acme", "acme"
 KEY_B, TENANT_B = "key-globex", "globex"
@@ -24,7 +24,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 async def database() -> AsyncIterator[YieldingDatabase]:
-    async with test_database() as raw:
+    async with fresh_database() as raw:
         yield YieldingDatabase(raw)
 
 

@@ -120,7 +120,7 @@ class YieldingDatabase:
 
 
 @asynccontextmanager
-async def test_database() -> AsyncIterator[Database]:
+async def fresh_database() -> AsyncIterator[Database]:
     """A fresh database: on the MongoDB of MONGODB_URI when set, else in memory."""
     uri = os.environ.get("MONGODB_URI")
     name = f"tandem_test_{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,131 @@
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from bson import ObjectId
+
+from app.engine.state import Event, RunStatus
+from app.store.documents import Claim, RunDocument, RunProgress
+from app.store.store import Store
+from tests.support import FakeClock, fresh_database
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    async with fresh_database() as database:
+        store = Store(database)
+        await store.ensure_indexes()
+        yield store
+
+
+def waiting_run(clock: FakeClock) -> RunDocument:
+    now = clock()
+    return RunDocument(
+        id=ObjectId(),
+        tenant="acme",
+        workflow_id=ObjectId(),
+        version=0,
+        status=RunStatus.WAITING_FOR_USER_INPUT,
+        turn=1,
+        seq=1,
+        revision=0,
+        current_node="ask",
+        variables={"$odd.key": {"a.b": 1}},
+        history=[],
+        waiting_for=None,
+        output=None,
+        error=None,
+        last_events=[Event(seq=1, turn=1, type="run_started", node_id=None, at=now, data={})],
+        claim=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def claim(clock: FakeClock, token: str = "t1") -> Claim:
+    return Claim(token=token, message="hi", data={"$k": 1}, expires_at=clock() + timedelta(seconds=30))
+
+
+def progress(run: RunDocument, clock: FakeClock) -> RunProgress:
+    event = Event(seq=run.seq + 1, turn=run.turn + 1, type="run_cancelled", node_id=None, at=clock(), data={})
+    return RunProgress(
+        status=RunStatus.CANCELLED,
+        turn=run.turn + 1,
+        seq=run.seq + 1,
+        current_node=None,
+        variables=run.variables,
+        history=[],
+        waiting_for=None,
+        output=None,
+        error=None,
+        last_events=[event],
+        updated_at=clock(),
+    )
+
+
+async def test_documents_round_trip_with_odd_keys(store: Store) -> None:
+    clock = FakeClock()
+    run = waiting_run(clock)
+    await store.runs.insert(run)
+    assert await store.runs.find("acme", run.id) == run
+
+
+async def test_runs_of_another_tenant_are_invisible(store: Store) -> None:
+    run = waiting_run(FakeClock())
+    await store.runs.insert(run)
+    assert await store.runs.find("globex", run.id) is None
+    assert await store.runs.claim_for_turn("globex", run.id, run.workflow_id, claim(FakeClock())) is None
+
+
+async def test_a_run_can_be_claimed_once(store: Store) -> None:
+    clock = FakeClock()
+    run = waiting_run(clock)
+    await store.runs.insert(run)
+    first = await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
+    second = await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t2"))
+    assert first is not None and first.claim is None  # the run as it was before the claim
+    assert second is None
+    stored = await store.runs.find("acme", run.id)
+    assert stored is not None and stored.claim == claim(clock, "t1")
+
+
+async def test_only_the_claim_holder_commits(store: Store) -> None:
+    clock = FakeClock()
+    run = waiting_run(clock)
+    await store.runs.insert(run)
+    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
+    assert not await store.runs.commit_turn(run.id, "someone-else", progress(run, clock))
+    assert await store.runs.commit_turn(run.id, "t1", progress(run, clock))
+    stored = await store.runs.find("acme", run.id)
+    assert stored is not None and stored.claim is None and stored.status == RunStatus.CANCELLED
+
+
+async def test_an_expired_claim_can_be_taken_over_keeping_its_input(store: Store) -> None:
+    clock = FakeClock()
+    run = waiting_run(clock)
+    await store.runs.insert(run)
+    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
+    later = clock() + timedelta(seconds=60)
+    assert await store.runs.take_over_interrupted("acme", run.id, clock(), "t2", later) is None
+    clock.advance(31)
+    taken = await store.runs.take_over_interrupted("acme", run.id, clock(), "t2", later)
+    assert taken is not None and taken.claim is not None
+    assert (taken.claim.token, taken.claim.message, taken.claim.data) == ("t2", "hi", {"$k": 1})
+    assert not await store.runs.commit_turn(run.id, "t1", progress(run, clock))
+
+
+async def test_events_are_archived_once_per_turn(store: Store) -> None:
+    run = waiting_run(FakeClock())
+    await store.runs.insert(run)
+    await store.runs.archive_events(run)
+    await store.runs.archive_events(run)  # a repeat (a retry, a recovery) is harmless
+    assert await store.runs.archived_events(run, None) == run.last_events
+    assert await store.runs.archived_events(run, 2) == []
+
+
+async def test_replace_progress_refuses_a_run_that_changed(store: Store) -> None:
+    clock = FakeClock()
+    run = waiting_run(clock)
+    await store.runs.insert(run)
+    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock))
+    assert not await store.runs.replace_progress(run, progress(run, clock))
