@@ -9,6 +9,7 @@ import logging
 import re
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -52,12 +53,12 @@ def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Re
         return error_response(400, _validation_body(error))
     if status == HTTP_500_INTERNAL_SERVER_ERROR:
         return handle_unexpected(_, error)
-    detail = _detail_for(status, str(error.detail))
-    return error_response(
-        status,
-        ErrorBody(detail=detail, code=_CODES_BY_STATUS.get(status, "error")),
-        headers=error.headers,
-    )
+    detail, code = str(error.detail), _CODES_BY_STATUS.get(status, "error")
+    if status == 413:
+        detail = "The request body is larger than this server accepts."
+    elif status == 400 and _caused_by_bad_json(error):
+        detail, code = f"The request body is not valid JSON: {detail}", "invalid_json"
+    return error_response(status, ErrorBody(detail=detail, code=code), headers=error.headers)
 
 
 def handle_unexpected(_: Request[Any, Any, Any], error: Exception) -> Response[ErrorBody]:
@@ -68,12 +69,13 @@ def handle_unexpected(_: Request[Any, Any, Any], error: Exception) -> Response[E
     )
 
 
-def _detail_for(status: int, detail: str) -> str:
-    if status == 413:
-        return "The request body is larger than this server accepts."
-    if status == 400 and "JSON" in detail:
-        return f"The request body is not valid JSON: {detail}"
-    return detail
+def _caused_by_bad_json(error: BaseException) -> bool:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, msgspec.DecodeError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _validation_body(error: ValidationException) -> ErrorBody:

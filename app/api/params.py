@@ -37,7 +37,7 @@ def turn_request(
             f"Unknown command {command[:40]!r}: the only command is 'stop'.",
             errors=[ErrorItem(path="run_input.command", message="must be 'stop'")],
         )
-    message = run_input.message if run_input else None
+    message = _storable(run_input.message, "run_input.message") if run_input else None
     if message is not None and len(message.encode()) > settings.max_message_bytes:
         raise MessageTooLarge(
             f"The message is larger than {settings.max_message_bytes} bytes.",

@@ -31,7 +31,7 @@ class InputValidation(_Strict):
     choices: Annotated[list[Annotated[str, Meta(max_length=1_024)]], Meta(min_length=1)] | None = (
         None
     )
-    max_length: Annotated[int, Meta(ge=1)] | None = None
+    max_length: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
 
 
 class SwitchCase(_Strict):
@@ -80,7 +80,7 @@ class LlmNode(_Node, tag="llm"):
     system: Template | None = None
     model: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
     history: bool = False
     show: bool = True
 

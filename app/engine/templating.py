@@ -13,7 +13,6 @@ from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import Markup
 
 MAX_SEQUENCE_LENGTH = 1_000_000
 MAX_EXPONENT = 1_000
@@ -94,15 +93,21 @@ def to_storable(value: Any, depth: int = 0) -> Any:
         if not INT64_MIN <= value <= INT64_MAX:
             raise EvaluationError("the integer is too large to store (64-bit at most)")
         return value
-    if isinstance(value, Markup):
-        return str(value)
     if isinstance(value, str):
-        return value
+        return _valid_text(str(value))
     if isinstance(value, list | tuple):
         return [to_storable(item, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {str(key): to_storable(item, depth + 1) for key, item in value.items()}
+        return {_valid_text(str(key)): to_storable(item, depth + 1) for key, item in value.items()}
     raise EvaluationError(f"a value of type '{type(value).__name__}' cannot be stored")
+
+
+def _valid_text(text: str) -> str:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise EvaluationError("the text is not valid Unicode (it holds a lone surrogate)") from None
+    return text
 
 
 def _describe(error: Exception) -> str:

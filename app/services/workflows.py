@@ -7,7 +7,8 @@ from bson import ObjectId
 
 from app.clock import Clock
 from app.engine.compiler import CompiledWorkflow, InvalidDefinition, compile_workflow
-from app.errors import DefinitionRejected, ErrorItem, NotFound
+from app.engine.templating import EvaluationError, to_storable
+from app.errors import DefinitionRejected, ErrorItem, InvalidInput, NotFound
 from app.store.documents import VersionDocument, VersionSummary, WorkflowDocument
 from app.store.workflows import WorkflowStore
 
@@ -29,6 +30,10 @@ class WorkflowService:
         definition: dict[str, Any],
         workflow_id: ObjectId | None = None,
     ) -> WorkflowDocument:
+        try:
+            to_storable([name, description])
+        except EvaluationError as error:
+            raise InvalidInput(f"The name or description cannot be stored: {error}.") from None
         compiled = _compile(definition)
         workflow = await self._workflows.create(
             tenant, name, description, definition, self._clock(), workflow_id
@@ -86,9 +91,16 @@ class WorkflowService:
             self._compiled.popitem(last=False)
 
 
-def _compile(definition: dict[str, Any]) -> CompiledWorkflow:
+def _compile(definition: Any) -> CompiledWorkflow:
+    """Validate and compile a definition that is about to be stored, or raise a 422."""
     try:
+        to_storable(definition)
         return compile_workflow(definition)
+    except EvaluationError as error:
+        problem = ErrorItem(path="definition", message=str(error))
+        raise DefinitionRejected(
+            f"The definition cannot be stored: {error}.", errors=[problem]
+        ) from None
     except InvalidDefinition as error:
         problems = [ErrorItem(path=p.path, message=p.message) for p in error.problems]
         raise DefinitionRejected(

@@ -32,7 +32,9 @@ class Conversation:
             clock=self.clock,
             history_limit=self.history_limit,
         )
-        outcome = await run_turn(self.workflow, self.state, TurnInput(message=message, data=data), options)
+        outcome = await run_turn(
+            self.workflow, self.state, TurnInput(message=message, data=data), options
+        )
         self.state = outcome.state
         self.seq += len(outcome.events)
         return outcome

@@ -39,7 +39,11 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
         "nodes": {
             "ask": {"type": "input", "save_as": "name", "next": "nowhere", "colour": "red"},
             "greet": {"type": "message", "text": "Hi {{ name ", "next": "ask"},
-            "check": {"type": "switch", "cases": [{"when": "a +", "next": "ask"}], "default": "ask"},
+            "check": {
+                "type": "switch",
+                "cases": [{"when": "a +", "next": "ask"}],
+                "default": "ask",
+            },
         },
     }
     found = problems(definition)
@@ -65,15 +69,43 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
         ({"type": "message", "text": 5, "next": "end"}, "nodes.n.text", "Expected `str`"),
         ({"type": "set", "values": {"x": "1"}, "next": 3}, "nodes.n.next", "Expected `str`"),
         ({"type": "set", "values": {"a b": "1"}, "next": "end"}, "nodes.n.values", "invalid key"),
-        ({"type": "set", "values": {"x": "(1"}, "next": "end"}, "nodes.n.values.x", "does not compile"),
-        ({"type": "input", "save_as": "x", "validate": {"pattern": "(["}, "next": "end"}, "nodes.n.validate.pattern", "regular expression"),
-        ({"type": "input", "save_as": "x", "validate": {"max_length": 0}, "next": "end"}, "nodes.n.validate.max_length", ">= 1"),
-        ({"type": "input", "save_as": "x", "validate": {"choices": "red"}, "next": "end"}, "nodes.n.validate.choices", "Expected `array"),
+        (
+            {"type": "set", "values": {"x": "(1"}, "next": "end"},
+            "nodes.n.values.x",
+            "does not compile",
+        ),
+        (
+            {"type": "input", "save_as": "x", "validate": {"pattern": "(["}, "next": "end"},
+            "nodes.n.validate.pattern",
+            "regular expression",
+        ),
+        (
+            {"type": "input", "save_as": "x", "validate": {"max_length": 0}, "next": "end"},
+            "nodes.n.validate.max_length",
+            ">= 1",
+        ),
+        (
+            {"type": "input", "save_as": "x", "validate": {"choices": "red"}, "next": "end"},
+            "nodes.n.validate.choices",
+            "Expected `array",
+        ),
         ({"type": "input", "save_as": "history", "next": "end"}, "nodes.n.save_as", "reserved"),
-        ({"type": "switch", "cases": [{"when": "true", "next": "end", "x": 1}], "default": "end"}, "nodes.n.cases[0]", "unknown field"),
+        (
+            {
+                "type": "switch",
+                "cases": [{"when": "true", "next": "end", "x": 1}],
+                "default": "end",
+            },
+            "nodes.n.cases[0]",
+            "unknown field",
+        ),
         ({"type": "switch", "cases": [], "default": "ghost"}, "nodes.n.default", "names no node"),
         ({"type": "fail", "error": "{% if %}"}, "nodes.n.error", "does not compile"),
-        ({"type": "llm", "prompt": "hi", "save_as": "r", "next": "end", "temperature": 5}, "nodes.n.temperature", "<= 2"),
+        (
+            {"type": "llm", "prompt": "hi", "save_as": "r", "next": "end", "temperature": 5},
+            "nodes.n.temperature",
+            "<= 2",
+        ),
         ({"type": "end", "output": {"x": "1 +"}}, "nodes.n.output.x", "does not compile"),
         ("not an object", "nodes.n", "must be an object"),
     ],
@@ -96,7 +128,9 @@ def test_definition_and_nodes_must_be_objects() -> None:
 
 
 def test_node_ids_must_match_the_pattern() -> None:
-    found = problems({"start": "end", "nodes": {"end": {"type": "end"}, "bad id!": {"type": "end"}}})
+    found = problems(
+        {"start": "end", "nodes": {"end": {"type": "end"}, "bad id!": {"type": "end"}}}
+    )
     assert "must match" in found["nodes.bad id!"]
 
 

@@ -92,11 +92,20 @@ async def test_input_choices_and_max_length() -> None:
 
 
 async def test_input_saves_data_and_history() -> None:
-    ask = {"type": "input", "prompt": "Order?", "save_as": "text", "save_data_as": "order", "next": "end"}
+    ask = {
+        "type": "input",
+        "prompt": "Order?",
+        "save_as": "text",
+        "save_data_as": "order",
+        "next": "end",
+    }
     chat = Conversation(flow(("ask", ask), END))
     await chat.send()
     outcome = await chat.send("two pizzas", data={"items": [{"sku": "p1", "qty": 2}]})
-    assert outcome.state.variables == {"text": "two pizzas", "order": {"items": [{"sku": "p1", "qty": 2}]}}
+    assert outcome.state.variables == {
+        "text": "two pizzas",
+        "order": {"items": [{"sku": "p1", "qty": 2}]},
+    }
     assert [(h.role, h.text) for h in outcome.state.history] == [
         ("assistant", "Order?"),
         ("user", "two pizzas"),
@@ -149,7 +158,9 @@ async def test_switch_takes_the_first_true_case_else_default() -> None:
 
 async def test_set_keeps_types_and_sees_earlier_values() -> None:
     values = {"count": "1 + 1", "items": "[count, 'x']", "flag": "count == 2", "ratio": "count / 4"}
-    outcome = await Conversation(flow(("calc", {"type": "set", "values": values, "next": "end"}), END)).send()
+    outcome = await Conversation(
+        flow(("calc", {"type": "set", "values": values, "next": "end"}), END)
+    ).send()
     assert outcome.state.variables == {"count": 2, "items": [2, "x"], "flag": True, "ratio": 0.5}
 
 
@@ -165,7 +176,9 @@ async def test_show_state_emits_chosen_or_all_variables() -> None:
 
 
 async def test_fail_node_fails_the_run_with_its_rendered_error() -> None:
-    outcome = await Conversation(flow(("stop", {"type": "fail", "error": "No luck, {{ who }}."})), variables={"who": "Ann"}).send()
+    outcome = await Conversation(
+        flow(("stop", {"type": "fail", "error": "No luck, {{ who }}."})), variables={"who": "Ann"}
+    ).send()
     assert outcome.state.status == RunStatus.FAILED
     assert outcome.state.error == "No luck, Ann."
     assert outcome.events[-1].type == "run_failed"
@@ -176,7 +189,11 @@ async def test_runtime_errors_fail_the_run_naming_the_node() -> None:
     cases = {
         "undefined": {"type": "message", "text": "Hi {{ nobody }}", "next": "end"},
         "zero": {"type": "set", "values": {"x": "1 / 0"}, "next": "end"},
-        "filter": {"type": "switch", "cases": [{"when": "'abc' | int(strict) > 1", "next": "end"}], "default": "end"},
+        "filter": {
+            "type": "switch",
+            "cases": [{"when": "'abc' | int(strict) > 1", "next": "end"}],
+            "default": "end",
+        },
         "internals": {"type": "set", "values": {"x": "''.__class__.__mro__"}, "next": "end"},
         "huge": {"type": "set", "values": {"x": "'a' * 100000000"}, "next": "end"},
     }
@@ -190,7 +207,9 @@ async def test_runtime_errors_fail_the_run_naming_the_node() -> None:
 
 
 async def test_undefined_error_names_the_variable() -> None:
-    outcome = await Conversation(flow(("greet", {"type": "message", "text": "Hi {{ nobody }}", "next": "end"}), END)).send()
+    outcome = await Conversation(
+        flow(("greet", {"type": "message", "text": "Hi {{ nobody }}", "next": "end"}), END)
+    ).send()
     assert "'nobody' is undefined" in (outcome.state.error or "")
 
 
@@ -212,7 +231,14 @@ async def test_a_loop_without_waiting_is_aborted_at_the_step_limit() -> None:
 async def test_history_is_visible_to_templates() -> None:
     nodes = (
         ("ask", {"type": "input", "prompt": "Name?", "save_as": "name", "next": "echo"}),
-        ("echo", {"type": "message", "text": "{{ history | length }}: {{ history[-1].text }}", "next": "end"}),
+        (
+            "echo",
+            {
+                "type": "message",
+                "text": "{{ history | length }}: {{ history[-1].text }}",
+                "next": "end",
+            },
+        ),
         END,
     )
     chat = Conversation(flow(*nodes))

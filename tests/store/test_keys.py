@@ -2,7 +2,13 @@ from app.store.keys import escape_keys, unescape_keys
 
 
 def test_keys_mongodb_refuses_are_escaped_and_restored() -> None:
-    value = {"$gt": 1, "a.b": {"$in": [{"x.y": "~"}]}, "~tilde": "keep", "plain": [1, "$x.y"], "nul\x00": 0}
+    value = {
+        "$gt": 1,
+        "a.b": {"$in": [{"x.y": "~"}]},
+        "~tilde": "keep",
+        "plain": [1, "$x.y"],
+        "nul\x00": 0,
+    }
     escaped = escape_keys(value)
     for key in _all_keys(escaped):
         assert not key.startswith("$") and "." not in key and "\x00" not in key

@@ -43,11 +43,15 @@ def waiting_run(clock: FakeClock) -> RunDocument:
 
 
 def claim(clock: FakeClock, token: str = "t1") -> Claim:
-    return Claim(token=token, message="hi", data={"$k": 1}, expires_at=clock() + timedelta(seconds=30))
+    return Claim(
+        token=token, message="hi", data={"$k": 1}, expires_at=clock() + timedelta(seconds=30)
+    )
 
 
 def progress(run: RunDocument, clock: FakeClock) -> RunProgress:
-    event = Event(seq=run.seq + 1, turn=run.turn + 1, type="run_cancelled", node_id=None, at=clock(), data={})
+    event = Event(
+        seq=run.seq + 1, turn=run.turn + 1, type="run_cancelled", node_id=None, at=clock(), data={}
+    )
     return RunProgress(
         status=RunStatus.CANCELLED,
         turn=run.turn + 1,
@@ -74,7 +78,10 @@ async def test_runs_of_another_tenant_are_invisible(store: Store) -> None:
     run = waiting_run(FakeClock())
     await store.runs.insert(run)
     assert await store.runs.find("globex", run.id) is None
-    assert await store.runs.claim_for_turn("globex", run.id, run.workflow_id, claim(FakeClock())) is None
+    assert (
+        await store.runs.claim_for_turn("globex", run.id, run.workflow_id, claim(FakeClock()))
+        is None
+    )
 
 
 async def test_a_run_can_be_claimed_once(store: Store) -> None:

@@ -1,0 +1,203 @@
+"""Every bad input gets a clear 4xx with {"detail", "code"}; nothing stored changes."""
+
+from typing import Any
+
+import pytest
+
+from tests.api.helpers import Client, turn
+from tests.support import flow
+
+ECHO = flow(
+    ("ask", {"type": "input", "save_as": "said", "save_data_as": "payload", "next": "ask"}),
+)
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert set(body) <= {"detail", "code", "errors"}
+    return body
+
+
+async def post_raw(client: Client, path: str, content: bytes) -> Any:
+    return await client.post(path, content=content, headers={"Content-Type": "application/json"})
+
+
+async def test_malformed_json_is_400(client: Client, booking_id: str) -> None:
+    for path in (f"/v1/workflows/{booking_id}/execute", "/v1/workflows"):
+        assert_error(await post_raw(client, path, b'{"run_id": '), 400, "invalid_json")
+
+
+async def test_unknown_fields_are_400_with_their_path(client: Client, booking_id: str) -> None:
+    body = assert_error(
+        await client.post(
+            f"/v1/workflows/{booking_id}/execute", json={"run_input": {"mesage": "hi"}}
+        ),
+        400,
+        "validation_error",
+    )
+    assert "mesage" in body["detail"]
+    assert_error(
+        await client.post(f"/v1/workflows/{booking_id}/execute", json={"runid": "x"}),
+        400,
+        "validation_error",
+    )
+    assert_error(
+        await client.post("/v1/workflows", json={"name": "x", "definition": {}, "owner": "me"}),
+        400,
+        "validation_error",
+    )
+
+
+async def test_wrong_types_are_400(client: Client, booking_id: str) -> None:
+    path = f"/v1/workflows/{booking_id}/execute"
+    for body in ([], "text", {"inputs": [1]}, {"run_input": {"message": 5}}, {"run_input": "hi"}):
+        assert_error(await client.post(path, json=body), 400, "validation_error")
+    assert_error(
+        await client.post("/v1/workflows", json={"definition": {}}), 400, "validation_error"
+    )
+
+
+async def test_malformed_ids_are_400_and_never_reach_mongodb(
+    client: Client, booking_id: str
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    path = f"/v1/workflows/{booking_id}/execute"
+    for bad in ({"$gt": ""}, {"$ne": None}, ["x"], 7):
+        assert_error(await client.post(path, json={"run_id": bad}), 400, "validation_error")
+    for bad in ("xyz", "65f0c0ffee0000000000abc", "65f0c0ffee0000000000abcdX", "$gt"):
+        assert_error(await client.post(path, json={"run_id": bad}), 400, "invalid_id")
+    for bad_path in (
+        "/v1/workflows/not-an-id",
+        "/v1/workflows/not-an-id/versions/0",
+        "/v1/runs/not-an-id",
+        "/v1/runs/not-an-id/events",
+        "/v1/workflows?cursor=zzz",
+    ):
+        assert_error(await client.get(bad_path), 400, "invalid_id")
+    assert_error(await client.post("/v1/workflows/nope/execute", json={}), 400, "invalid_id")
+    assert (await client.get(f"/v1/runs/{run_id}")).json()["turn"] == 1
+
+
+async def test_unknown_ids_are_404(client: Client, booking_id: str) -> None:
+    missing = "65f0c0ffee0000000000abcd"
+    assert_error(await client.get(f"/v1/runs/{missing}"), 404, "not_found")
+    assert_error(await client.get(f"/v1/runs/{missing}/events"), 404, "not_found")
+    assert_error(await client.post(f"/v1/workflows/{missing}/execute", json={}), 404, "not_found")
+    await turn(client, booking_id, missing, "hi", expect=404)
+
+
+async def test_unknown_command_is_400_and_changes_nothing(client: Client, booking_id: str) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    body = await turn(client, booking_id, run_id, run_input={"command": "pause"}, expect=400)
+    assert body["code"] == "unknown_command"
+    run = (await client.get(f"/v1/runs/{run_id}")).json()
+    assert run["turn"] == 1 and run["status"] == "waiting_for_user_input"
+
+
+async def test_stop_without_a_run_id_is_400(client: Client, booking_id: str) -> None:
+    assert (await turn(client, booking_id, run_input={"command": "stop"}, expect=400))[
+        "code"
+    ] == "bad_request"
+
+
+async def test_odd_keys_in_inputs_and_data_round_trip(client: Client) -> None:
+    created = await client.post("/v1/workflows", json={"name": "echo", "definition": ECHO})
+    workflow_id = created.json()["workflow_id"]
+    inputs = {"$where": "1", "a.b": {"$gt": [{"c.d": 1}]}, "~": "tilde"}
+    run_id = (await turn(client, workflow_id, inputs=inputs))["run_id"]
+    data = {"$set": {"x.y": True}, "": None}
+    await turn(client, workflow_id, run_id, "hi", run_input={"message": "hi", "data": data})
+    variables = (await client.get(f"/v1/runs/{run_id}")).json()["variables"]
+    assert variables == {**inputs, "said": "hi", "payload": data}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("inputs", {"n": 2**64}),
+        ("data", {"n": -(2**70)}),
+        ("data", {"deep": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+        ("inputs", {"history": []}),
+    ],
+)
+async def test_values_mongodb_cannot_store_are_400(
+    client: Client, booking_id: str, field: str, value: Any
+) -> None:
+    body: dict[str, Any] = (
+        {"inputs": value} if field == "inputs" else {"run_input": {"data": value}}
+    )
+    response = await client.post(f"/v1/workflows/{booking_id}/execute", json=body)
+    assert_error(response, 400, "invalid_input")
+
+
+async def test_lone_surrogates_are_invalid_json(client: Client, booking_id: str) -> None:
+    path = f"/v1/workflows/{booking_id}/execute"
+    assert_error(
+        await post_raw(client, path, b'{"run_input": {"message": "\\ud800"}}'), 400, "invalid_json"
+    )
+    assert_error(await post_raw(client, path, b'{"inputs": {"\\udfff": 1}}'), 400, "invalid_json")
+    definition = b'{"name": "x", "definition": {"start": "e", "nodes": {"e": {"type": "fail", "error": "\\ud800"}}}}'
+    assert_error(await post_raw(client, "/v1/workflows", definition), 400, "invalid_json")
+
+
+async def test_a_body_over_1_mib_is_413(client: Client, booking_id: str) -> None:
+    big = b'{"inputs": {"blob": "' + b"x" * (1024 * 1024) + b'"}}'
+    assert_error(
+        await post_raw(client, f"/v1/workflows/{booking_id}/execute", big), 413, "payload_too_large"
+    )
+
+
+async def test_a_message_over_32_kib_is_400_and_changes_nothing(
+    client: Client, booking_id: str
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    body = await turn(client, booking_id, run_id, "é" * (16 * 1024 + 1), expect=400)
+    assert body["code"] == "message_too_large"
+    await turn(client, booking_id, run_id, "a" * (32 * 1024))  # exactly the limit is fine
+    events = (await client.get(f"/v1/runs/{run_id}/events")).json()["events"]
+    assert {e["turn"] for e in events} == {1, 2}
+
+
+async def test_bad_query_values_are_400(client: Client, booking_id: str) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    for params in ({"version": "abc"}, {"version": -1}):
+        response = await client.post(f"/v1/workflows/{booking_id}/execute", json={}, params=params)
+        assert_error(response, 400, "validation_error")
+    assert_error(
+        await client.get(f"/v1/runs/{run_id}/events", params={"turn": 0}), 400, "validation_error"
+    )
+
+
+async def test_missing_or_unknown_keys_are_401(client: Client, booking_id: str) -> None:
+    del client.headers["X-API-Key"]
+    assert_error(await client.get("/v1/workflows"), 401, "unauthorized")
+    assert_error(
+        await client.get("/v1/workflows", headers={"X-API-Key": "guess"}), 401, "unauthorized"
+    )
+    assert_error(
+        await client.get("/v1/workflows", headers={"Authorization": "Bearer guess"}),
+        401,
+        "unauthorized",
+    )
+    assert_error(
+        await client.get("/v1/workflows", headers={"Authorization": "Basic a2V5LWFjbWU="}),
+        401,
+        "unauthorized",
+    )
+    ok = await client.get(
+        f"/v1/workflows/{booking_id}", headers={"Authorization": "Bearer key-acme"}
+    )
+    assert ok.status_code == 200
+
+
+async def test_unknown_routes_and_methods_answer_the_error_body(client: Client) -> None:
+    assert_error(await client.get("/v1/nothing-here"), 404, "not_found")
+    assert_error(await client.delete("/v1/workflows"), 405, "method_not_allowed")
+
+
+async def test_an_empty_body_starts_a_run(client: Client, booking_id: str) -> None:
+    response = await client.post(f"/v1/workflows/{booking_id}/execute")
+    assert response.status_code == 200 and response.json()["turn"] == 1
