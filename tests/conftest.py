@@ -1,6 +1,8 @@
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -36,6 +38,32 @@ async def client(
     async with AsyncTestClient(app=app) as test_client:
         test_client.headers["X-API-Key"] = KEY_A
         yield test_client
+
+
+@pytest.fixture
+def racing(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> Callable[[], AbstractAsyncContextManager[httpx.AsyncClient]]:
+    """Opens a client whose requests run concurrently on the test's own event loop.
+
+    Litestar's test client runs the app in a blocking portal, one request at a time, so
+    races are posted through httpx's ASGI transport instead. Used as ``async with
+    racing() as client`` inside the test, so that the app's lifespan opens and closes
+    in one task.
+    """
+
+    @asynccontextmanager
+    async def open_client() -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(settings, database=database, clock=clock)  # type: ignore[arg-type]
+        async with app.lifespan():
+            transport = httpx.ASGITransport(app=app)
+            headers = {"X-API-Key": KEY_A}
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver", headers=headers
+            ) as racing_client:
+                yield racing_client
+
+    return open_client
 
 
 @pytest.fixture

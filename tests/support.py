@@ -67,15 +67,17 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+Hold = Callable[[str, tuple[Any, ...]], bool]
+
+
 class YieldingCollection:
     """Wraps a collection so that each call yields to the event loop before and after it,
     as a real driver does; mongomock-motor never yields, which would hide every race.
-    ``hold`` names methods that wait for ``gate`` before running (to hold a turn open)."""
+    Calls that the database's ``holds`` match wait for its gate (to hold a turn open)."""
 
-    def __init__(self, collection: Any, gate: asyncio.Event, hold: set[str]) -> None:
+    def __init__(self, collection: Any, database: "YieldingDatabase") -> None:
         self._collection = collection
-        self._gate = gate
-        self._hold = hold
+        self._database = database
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._collection, name)
@@ -84,8 +86,7 @@ class YieldingCollection:
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             await asyncio.sleep(0)
-            if name in self._hold:
-                await self._gate.wait()
+            await self._database.pass_gate(self._collection.name, name, args)
             result = await attribute(*args, **kwargs)
             await asyncio.sleep(0)
             return result
@@ -94,29 +95,46 @@ class YieldingCollection:
 
 
 class YieldingDatabase:
-    """A database whose collections yield (see ``YieldingCollection``)."""
+    """A database whose collections yield (see ``YieldingCollection``), and whose chosen
+    calls can be held until released, so that a test can make an overlap certain."""
 
     def __init__(self, database: Any) -> None:
         self._database = database
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.held: dict[str, set[str]] = {}
+        self._gate = asyncio.Event()
+        self._holds: list[tuple[str, str, Callable[[tuple[Any, ...]], bool]]] = []
+        self.waiting = 0
 
-    def hold(self, collection: str, *methods: str) -> None:
-        """From now on, calls of ``methods`` on ``collection`` wait until ``release``."""
-        self.held.setdefault(collection, set()).update(methods)
-        self.gate.clear()
+    def hold(
+        self, collection: str, method: str, when: Callable[[tuple[Any, ...]], bool] = lambda _: True
+    ) -> None:
+        """From now on, matching calls wait until ``release``."""
+        self._holds.append((collection, method, when))
+        self._gate.clear()
 
     def release(self) -> None:
-        self.gate.set()
+        self._holds.clear()
+        self._gate.set()
+
+    async def pass_gate(self, collection: str, method: str, args: tuple[Any, ...]) -> None:
+        for held_collection, held_method, when in self._holds:
+            if (held_collection, held_method) == (collection, method) and when(args):
+                self.waiting += 1
+                try:
+                    await self._gate.wait()
+                finally:
+                    self.waiting -= 1
+                return
 
     def __getitem__(self, name: str) -> YieldingCollection:
-        return YieldingCollection(
-            self._database[name], self.gate, self.held.setdefault(name, set())
-        )
+        return YieldingCollection(self._database[name], self)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._database, name)
+
+
+def is_turn_commit(args: tuple[Any, ...]) -> bool:
+    """A runs.update_one call that commits a turn (guarded by its claim token)."""
+    return bool(args) and "claim.token" in args[0]
 
 
 @asynccontextmanager
