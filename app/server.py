@@ -97,7 +97,6 @@ def create_app(
                     "Bearer": SecurityScheme(type="http", scheme="bearer"),
                 }
             ),
-            security=[{"ApiKey": []}, {"Bearer": []}],
         ),
         debug=False,
     )

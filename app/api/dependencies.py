@@ -37,6 +37,9 @@ def provide_store(state: State) -> Store:
     return store
 
 
+# Every /v1 route takes either scheme (see app/server.py); health routes take none.
+API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
+
 _DESCRIPTIONS = {
     400: "Malformed JSON, id, field or value",
     401: "Missing or unknown API key",

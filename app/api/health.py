@@ -9,7 +9,7 @@ from app.api.schemas import Health
 from app.store.store import Store
 
 
-@get("/healthz", tags=["health"], summary="The process answers", security=[])
+@get("/healthz", tags=["health"], summary="The process answers")
 async def healthz() -> Health:
     return Health(status="ok")
 
@@ -18,7 +18,6 @@ async def healthz() -> Health:
     "/readyz",
     tags=["health"],
     summary="MongoDB answers",
-    security=[],
     responses=error_responses(503),
 )
 async def readyz(store: NamedDependency[Store]) -> Health:

@@ -6,7 +6,7 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from app.api.dependencies import error_responses
+from app.api.dependencies import API_KEY_SECURITY, error_responses
 from app.api.params import object_id, turn_request
 from app.api.schemas import ExecuteRequest, RunDetail, RunEvents, TurnAnswer
 from app.config import Settings
@@ -21,6 +21,7 @@ Turns = NamedDependency[TurnService]
 class ExecuteController(Controller):
     path = "/v1/workflows/{workflow_id:str}/execute"
     tags = ["runs"]
+    security = API_KEY_SECURITY
 
     @post(
         "/",
@@ -45,6 +46,7 @@ class ExecuteController(Controller):
 class RunController(Controller):
     path = "/v1/runs/{run_id:str}"
     tags = ["runs"]
+    security = API_KEY_SECURITY
 
     @get("/", summary="Read a run", responses=error_responses(400, 401, 404))
     async def read(self, tenant: Tenant, turns: Turns, run_id: FromPath[str]) -> RunDetail:

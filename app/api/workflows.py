@@ -6,7 +6,7 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from app.api.dependencies import error_responses
+from app.api.dependencies import API_KEY_SECURITY, error_responses
 from app.api.params import object_id
 from app.api.schemas import (
     CreateWorkflowRequest,
@@ -28,6 +28,7 @@ Workflows = NamedDependency[WorkflowService]
 class WorkflowController(Controller):
     path = "/v1/workflows"
     tags = ["workflows"]
+    security = API_KEY_SECURITY
 
     @post(
         "/",
