@@ -51,7 +51,11 @@ def create_app(
             store.runs,
             workflows,
             clock,
-            TurnSettings(lease=settings.lease, history_limit=settings.history_limit),
+            TurnSettings(
+                lease=settings.lease,
+                history_limit=settings.history_limit,
+                max_message_bytes=settings.max_message_bytes,
+            ),
         )
         if settings.examples_tenant is not None:
             await load_examples(workflows, settings.examples_tenant)
@@ -71,10 +75,8 @@ def create_app(
         ],
         lifespan=[lifespan],
         dependencies={
-            "tenant": Provide(dependencies.provide_tenant, sync_to_thread=False),
             "workflows": Provide(dependencies.provide_workflows, sync_to_thread=False),
             "turns": Provide(dependencies.provide_turns, sync_to_thread=False),
-            "settings": Provide(dependencies.provide_settings, sync_to_thread=False),
             "store": Provide(dependencies.provide_store, sync_to_thread=False),
         },
         middleware=[DefineMiddleware(ApiKeyAuthentication, keys=settings.api_keys)],

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.store.database import Database
+from app.store.embedded import open_embedded_client
 
 BOOKING = {
     "start": "greet",
@@ -152,9 +153,7 @@ async def fresh_database() -> AsyncIterator[Database]:
             await client.drop_database(name)
             await client.close()
     else:
-        from mongomock_motor import AsyncMongoMockClient
-
-        yield AsyncMongoMockClient(tz_aware=True)[name]
+        yield open_embedded_client()[name]
 
 
 async def wait_until(condition: Callable[[], bool], rounds: int = 10_000) -> None:

@@ -7,14 +7,14 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
 from app.api.schemas import ErrorBody
-from app.config import Settings
 from app.services.turns import TurnService
 from app.services.workflows import WorkflowService
 from app.store.store import Store
 
-
-def provide_tenant(request: Request[str, Any, Any]) -> str:
-    return request.user
+# The authenticated request: its ``user`` is the tenant of the API key (see auth.py).
+# Handlers read it from the request rather than through a dependency: Litestar resolves
+# two or more dependencies of a handler in a task group, a cost paid on every turn.
+Caller = Request[str, Any, Any]
 
 
 def provide_workflows(state: State) -> WorkflowService:
@@ -25,11 +25,6 @@ def provide_workflows(state: State) -> WorkflowService:
 def provide_turns(state: State) -> TurnService:
     service: TurnService = state.turns
     return service
-
-
-def provide_settings(state: State) -> Settings:
-    settings: Settings = state.settings
-    return settings
 
 
 def provide_store(state: State) -> Store:

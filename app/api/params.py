@@ -6,10 +6,9 @@ from typing import Any
 from bson import ObjectId
 
 from app.api.schemas import ExecuteRequest
-from app.config import Settings
 from app.engine.compiler import RESERVED_NAMES
 from app.engine.templating import EvaluationError, to_storable
-from app.errors import ErrorItem, InvalidId, InvalidInput, MessageTooLarge, UnknownCommand
+from app.errors import ErrorItem, InvalidId, InvalidInput, UnknownCommand
 from app.services.turns import TurnRequest
 
 _OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
@@ -25,10 +24,8 @@ def object_id(value: str, name: str) -> ObjectId:
     return ObjectId(value.lower())
 
 
-def turn_request(
-    body: ExecuteRequest | None, version: int | None, settings: Settings
-) -> TurnRequest:
-    """Check a turn's body: ids, command, message size, and values MongoDB can store."""
+def turn_request(body: ExecuteRequest | None, version: int | None) -> TurnRequest:
+    """Check a turn's body: ids, command, and values MongoDB can store."""
     body = body or ExecuteRequest()
     run_input = body.run_input
     command = run_input.command if run_input else None
@@ -38,11 +35,6 @@ def turn_request(
             errors=[ErrorItem(path="run_input.command", message="must be 'stop'")],
         )
     message = _storable(run_input.message, "run_input.message") if run_input else None
-    if message is not None and len(message.encode()) > settings.max_message_bytes:
-        raise MessageTooLarge(
-            f"The message is larger than {settings.max_message_bytes} bytes.",
-            errors=[ErrorItem(path="run_input.message", message="is too large")],
-        )
     inputs = _storable(body.inputs or {}, "inputs")
     reserved = RESERVED_NAMES.intersection(inputs)
     if reserved:

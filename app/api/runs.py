@@ -6,15 +6,13 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from app.api.dependencies import API_KEY_SECURITY, error_responses
+from app.api.dependencies import API_KEY_SECURITY, Caller, error_responses
 from app.api.params import object_id, turn_request
 from app.api.schemas import ExecuteRequest, RunDetail, RunEvents, TurnAnswer
-from app.config import Settings
 from app.engine.state import TERMINAL_STATUSES, WAITING_STATUSES, RunStatus
 from app.services.turns import TurnResult, TurnService
 from app.store.documents import RunDocument
 
-Tenant = NamedDependency[str]
 Turns = NamedDependency[TurnService]
 
 
@@ -31,16 +29,15 @@ class ExecuteController(Controller):
     )
     async def execute(
         self,
-        tenant: Tenant,
+        request: Caller,
         turns: Turns,
-        settings: NamedDependency[Settings],
         workflow_id: FromPath[str],
         data: JSONBody[ExecuteRequest | None] = None,
         version: Annotated[int | None, QueryParameter(ge=0)] = None,
     ) -> TurnAnswer:
         workflow = object_id(workflow_id, "workflow_id")
-        request = turn_request(data, version, settings)
-        return turn_answer(await turns.execute(tenant, workflow, request))
+        turn = turn_request(data, version)
+        return turn_answer(await turns.execute(request.user, workflow, turn))
 
 
 class RunController(Controller):
@@ -49,8 +46,8 @@ class RunController(Controller):
     security = API_KEY_SECURITY
 
     @get("/", summary="Read a run", responses=error_responses(400, 401, 404))
-    async def read(self, tenant: Tenant, turns: Turns, run_id: FromPath[str]) -> RunDetail:
-        run = await turns.read(tenant, object_id(run_id, "run_id"))
+    async def read(self, request: Caller, turns: Turns, run_id: FromPath[str]) -> RunDetail:
+        run = await turns.read(request.user, object_id(run_id, "run_id"))
         return RunDetail(
             run_id=str(run.id),
             workflow_id=str(run.workflow_id),
@@ -68,12 +65,12 @@ class RunController(Controller):
     @get("/events", summary="Read a run's events", responses=error_responses(400, 401, 404))
     async def events(
         self,
-        tenant: Tenant,
+        request: Caller,
         turns: Turns,
         run_id: FromPath[str],
         turn: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> RunEvents:
-        events = await turns.events(tenant, object_id(run_id, "run_id"), turn)
+        events = await turns.events(request.user, object_id(run_id, "run_id"), turn)
         return RunEvents(run_id=run_id.lower(), events=events)
 
 

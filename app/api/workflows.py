@@ -6,7 +6,7 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from app.api.dependencies import API_KEY_SECURITY, error_responses
+from app.api.dependencies import API_KEY_SECURITY, Caller, error_responses
 from app.api.params import object_id
 from app.api.schemas import (
     CreateWorkflowRequest,
@@ -21,7 +21,6 @@ from app.api.schemas import (
 )
 from app.services.workflows import WorkflowService
 
-Tenant = NamedDependency[str]
 Workflows = NamedDependency[WorkflowService]
 
 
@@ -36,9 +35,11 @@ class WorkflowController(Controller):
         responses=error_responses(400, 401, 413, 422),
     )
     async def create(
-        self, tenant: Tenant, workflows: Workflows, data: JSONBody[CreateWorkflowRequest]
+        self, request: Caller, workflows: Workflows, data: JSONBody[CreateWorkflowRequest]
     ) -> WorkflowCreated:
-        workflow = await workflows.create(tenant, data.name, data.description, data.definition)
+        workflow = await workflows.create(
+            request.user, data.name, data.description, data.definition
+        )
         return WorkflowCreated(
             workflow_id=str(workflow.id),
             name=workflow.name,
@@ -53,26 +54,26 @@ class WorkflowController(Controller):
     )
     async def publish(
         self,
-        tenant: Tenant,
+        request: Caller,
         workflows: Workflows,
         workflow_id: FromPath[str],
         data: JSONBody[PublishVersionRequest],
     ) -> VersionCreated:
         version = await workflows.publish(
-            tenant, object_id(workflow_id, "workflow_id"), data.definition
+            request.user, object_id(workflow_id, "workflow_id"), data.definition
         )
         return VersionCreated(workflow_id=workflow_id.lower(), version=version)
 
     @get("/", summary="List workflows, newest first", responses=error_responses(400, 401))
     async def list_workflows(
         self,
-        tenant: Tenant,
+        request: Caller,
         workflows: Workflows,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         cursor: FromQuery[str | None] = None,
     ) -> WorkflowPage:
         before = object_id(cursor, "cursor") if cursor else None
-        page = await workflows.list_page(tenant, limit, before)
+        page = await workflows.list_page(request.user, limit, before)
         items = [
             WorkflowSummary(
                 workflow_id=str(w.id),
@@ -88,10 +89,10 @@ class WorkflowController(Controller):
 
     @get("/{workflow_id:str}", summary="Read a workflow", responses=error_responses(400, 401, 404))
     async def read(
-        self, tenant: Tenant, workflows: Workflows, workflow_id: FromPath[str]
+        self, request: Caller, workflows: Workflows, workflow_id: FromPath[str]
     ) -> WorkflowDetail:
-        workflow = await workflows.get(tenant, object_id(workflow_id, "workflow_id"))
-        versions = await workflows.versions(tenant, workflow.id)
+        workflow = await workflows.get(request.user, object_id(workflow_id, "workflow_id"))
+        versions = await workflows.versions(request.user, workflow.id)
         return WorkflowDetail(
             workflow_id=str(workflow.id),
             name=workflow.name,
@@ -108,13 +109,13 @@ class WorkflowController(Controller):
     )
     async def read_version(
         self,
-        tenant: Tenant,
+        request: Caller,
         workflows: Workflows,
         workflow_id: FromPath[str],
         version: FromPath[int],
     ) -> VersionDetail:
         document = await workflows.get_version(
-            tenant, object_id(workflow_id, "workflow_id"), version
+            request.user, object_id(workflow_id, "workflow_id"), version
         )
         definition: dict[str, Any] = document.definition
         return VersionDetail(

@@ -24,9 +24,16 @@ from app.engine.state import (
     RunStatus,
     TurnInput,
 )
-from app.errors import BadRequest, NotFound, RunTerminal, TurnInProgress
+from app.errors import (
+    BadRequest,
+    ErrorItem,
+    MessageTooLarge,
+    NotFound,
+    RunTerminal,
+    TurnInProgress,
+)
 from app.services.workflows import WorkflowService
-from app.store.documents import Claim, RunDocument, RunProgress
+from app.store.documents import Claim, RunDocument, RunProgress, encode_events
 from app.store.runs import RunStore
 
 CLAIM_ATTEMPTS = 3
@@ -37,6 +44,7 @@ STOP_ATTEMPTS = 10
 class TurnSettings:
     lease: timedelta = timedelta(seconds=30)
     history_limit: int = DEFAULT_HISTORY_LIMIT
+    max_message_bytes: int = 32 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +85,13 @@ class TurnService:
             if request.run_id is None:
                 raise BadRequest("A stop needs the run_id of the run to stop.")
             return await self.stop(tenant, workflow_id, request.run_id)
-        turn_input = TurnInput(message=request.message, data=request.data)
+        message = request.message
+        if message is not None and len(message.encode()) > self._settings.max_message_bytes:
+            raise MessageTooLarge(
+                f"The message is larger than {self._settings.max_message_bytes} bytes.",
+                errors=[ErrorItem(path="run_input.message", message="is too large")],
+            )
+        turn_input = TurnInput(message=message, data=request.data)
         if request.run_id is None:
             return await self._first_turn(
                 tenant, workflow_id, request.version, request.inputs, turn_input
@@ -108,7 +122,7 @@ class TurnService:
                 waiting_for=None,
                 output=None,
                 error=None,
-                last_events=[event],
+                last_events_json=encode_events([event]),
                 updated_at=now,
             )
             if await self._runs.replace_progress(run, progress):
@@ -132,7 +146,7 @@ class TurnService:
         events = await self._runs.archived_events(run, turn)
         last_turn_archived = bool(events) and events[-1].turn == run.turn
         if (turn is None or turn == run.turn) and not last_turn_archived:
-            events.extend(run.last_events)
+            events.extend(run.last_events())
         return events
 
     async def _first_turn(
@@ -163,7 +177,7 @@ class TurnService:
             waiting_for=None,
             output=None,
             error=None,
-            last_events=[],
+            last_events_json="",
             claim=claim,
             created_at=now,
             updated_at=now,
@@ -241,7 +255,7 @@ class TurnService:
             waiting_for=state.waiting_for,
             output=state.output,
             error=state.error,
-            last_events=outcome.events,
+            last_events_json=encode_events(outcome.events),
             updated_at=self._clock(),
         )
         if await self._runs.commit_turn(run.id, claim.token, progress):
@@ -255,7 +269,7 @@ class TurnService:
         assert current is not None
         if current.turn < turn:
             raise TurnInProgress(f"Run {run.id} is executing this turn again elsewhere.")
-        return TurnResult(run=current, events=current.last_events)
+        return TurnResult(run=current, events=current.last_events())
 
     def _new_claim(self, turn_input: TurnInput) -> Claim:
         return Claim(

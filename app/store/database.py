@@ -5,6 +5,8 @@ from typing import Any, cast
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from app.store.embedded import open_embedded_client
+
 Database = AsyncDatabase[dict[str, Any]]
 
 
@@ -14,10 +16,7 @@ class Connection:
     def __init__(self, uri: str | None, database_name: str) -> None:
         self.embedded = uri is None
         if uri is None:
-            # Imported here: the embedded default is the only user of mongomock-motor.
-            from mongomock_motor import AsyncMongoMockClient
-
-            self._client: Any = AsyncMongoMockClient(tz_aware=True)
+            self._client: Any = open_embedded_client()
         else:
             self._client = AsyncMongoClient(uri, tz_aware=True)
         self.database = cast(Database, self._client[database_name])

@@ -60,14 +60,14 @@ class RunProgress(msgspec.Struct, kw_only=True):
     waiting_for: WaitingFor | None
     output: Any
     error: str | None
-    last_events: list[Event]
+    last_events_json: str
     updated_at: datetime
 
 
 class RunDocument(RunProgress, kw_only=True):
     """A run. ``status`` is the state of the last committed turn; ``claim`` marks a turn
-    executing now. ``last_events`` holds the events of turn ``turn`` until the next turn
-    copies them into the events collection (one round trip later, never lost)."""
+    executing now. ``last_events_json`` holds the events of turn ``turn`` until the next
+    turn copies them into the events collection (one round trip later, never lost)."""
 
     id: ObjectId = msgspec.field(name="_id")
     tenant: str
@@ -76,6 +76,9 @@ class RunDocument(RunProgress, kw_only=True):
     revision: int
     claim: Claim | None
     created_at: datetime
+
+    def last_events(self) -> list[Event]:
+        return decode_events(self.last_events_json)
 
     def engine_state(self) -> RunState:
         return RunState(
@@ -90,12 +93,31 @@ class RunDocument(RunProgress, kw_only=True):
 
 
 class TurnEventsDocument(msgspec.Struct, kw_only=True):
-    """The events of one turn of one run: one document a turn, so none grows without bound."""
+    """The events of one turn of one run: one document a turn, so none grows without bound.
+    Its ``_id`` is ``<run_id>:<turn, 8 digits>``: unique by construction, and ordered."""
 
+    id: str = msgspec.field(name="_id")
     tenant: str
     run_id: ObjectId
     turn: int
-    events: list[Event]
+    events_json: str
+
+
+_EVENTS_DECODER = msgspec.json.Decoder(list[Event])
+
+
+def encode_events(events: list[Event]) -> str:
+    """Events as the JSON the API answers with. Stored as text: written once, read back
+    whole, never queried, and so neither copied field by field nor escaped."""
+    return msgspec.json.encode(events).decode()
+
+
+def decode_events(text: str) -> list[Event]:
+    return _EVENTS_DECODER.decode(text) if text else []
+
+
+def turn_events_id(run_id: ObjectId, turn: int) -> str:
+    return f"{run_id}:{turn:08d}"
 
 
 def to_document(value: msgspec.Struct) -> dict[str, Any]:

@@ -21,8 +21,10 @@ from app.store.documents import (
     RunDocument,
     RunProgress,
     TurnEventsDocument,
+    decode_events,
     from_document,
     to_document,
+    turn_events_id,
 )
 
 
@@ -35,7 +37,6 @@ class RunStore:
         await self._runs.create_index(
             [("tenant", ASCENDING), ("workflow_id", ASCENDING), ("_id", DESCENDING)]
         )
-        await self._events.create_index([("run_id", ASCENDING), ("turn", ASCENDING)], unique=True)
 
     async def insert(self, run: RunDocument) -> None:
         await self._runs.insert_one(to_document(run))
@@ -102,22 +103,28 @@ class RunStore:
     async def archive_events(self, run: RunDocument) -> None:
         """Copy the events of the run's last committed turn into the events collection.
         Idempotent: the turn's document is written once, whoever gets there first."""
-        if not run.last_events:
+        if not run.last_events_json:
             return
         document = TurnEventsDocument(
-            tenant=run.tenant, run_id=run.id, turn=run.turn, events=run.last_events
+            id=turn_events_id(run.id, run.turn),
+            tenant=run.tenant,
+            run_id=run.id,
+            turn=run.turn,
+            events_json=run.last_events_json,
         )
         with contextlib.suppress(DuplicateKeyError):
             await self._events.insert_one(to_document(document))
 
     async def archived_events(self, run: RunDocument, turn: int | None) -> list[Event]:
         """The archived events of a run (every turn, or one), in order."""
-        query: dict[str, Any] = {"run_id": run.id, "tenant": run.tenant}
+        query: dict[str, Any] = {"tenant": run.tenant}
         if turn is not None:
-            query["turn"] = turn
-        cursor = self._events.find(query, {"_id": 0}).sort("turn", ASCENDING)
+            query["_id"] = turn_events_id(run.id, turn)
+        else:  # every turn of the run: a range of the _id index
+            query["_id"] = {"$gte": turn_events_id(run.id, 0), "$lt": f"{run.id};"}
+        cursor = self._events.find(query).sort("_id", ASCENDING)
         documents = [from_document(raw, TurnEventsDocument) for raw in await cursor.to_list(None)]
-        return [event for document in documents for event in document.events]
+        return [event for document in documents for event in decode_events(document.events_json)]
 
 
 def _claim_document(claim: Claim | None) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ import pytest
 from bson import ObjectId
 
 from app.engine.state import Event, RunStatus
-from app.store.documents import Claim, RunDocument, RunProgress
+from app.store.documents import Claim, RunDocument, RunProgress, encode_events
 from app.store.store import Store
 from tests.support import FakeClock, fresh_database
 
@@ -35,7 +35,9 @@ def waiting_run(clock: FakeClock) -> RunDocument:
         waiting_for=None,
         output=None,
         error=None,
-        last_events=[Event(seq=1, turn=1, type="run_started", node_id=None, at=now, data={})],
+        last_events_json=encode_events(
+            [Event(seq=1, turn=1, type="run_started", node_id=None, at=now, data={"$k.x": 1})]
+        ),
         claim=None,
         created_at=now,
         updated_at=now,
@@ -62,7 +64,7 @@ def progress(run: RunDocument, clock: FakeClock) -> RunProgress:
         waiting_for=None,
         output=None,
         error=None,
-        last_events=[event],
+        last_events_json=encode_events([event]),
         updated_at=clock(),
     )
 
@@ -126,7 +128,7 @@ async def test_events_are_archived_once_per_turn(store: Store) -> None:
     await store.runs.insert(run)
     await store.runs.archive_events(run)
     await store.runs.archive_events(run)  # a repeat (a retry, a recovery) is harmless
-    assert await store.runs.archived_events(run, None) == run.last_events
+    assert await store.runs.archived_events(run, None) == run.last_events()
     assert await store.runs.archived_events(run, 2) == []
 
 
