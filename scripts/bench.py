@@ -89,7 +89,9 @@ end
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=8, help="concurrent conversations (K)")
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
@@ -116,28 +118,51 @@ def main() -> int:
 
     turn_rate = turns["requests"] / turns["seconds"]
     health_rate = health["requests"] / health["seconds"]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}, Python {platform.python_version()}")
-    print(f"load: wrk, {args.connections} connections ({args.connections} concurrent conversations), {args.seconds} s per run")
-    print(f"turns (booking: first turn + 3 resumes): {turn_rate:8.0f} turns/s  p50 {turns['p50_us'] / 1000:6.2f} ms  p99 {turns['p99_us'] / 1000:6.2f} ms  failures {turns['failures']}")
-    print(f"trivial JSON (GET /healthz):             {health_rate:8.0f} req/s    p50 {health['p50_us'] / 1000:6.2f} ms  p99 {health['p99_us'] / 1000:6.2f} ms  failures {health['failures']}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}, Python {platform.python_version()}"
+    )
+    print(
+        f"load: wrk, {args.connections} connections ({args.connections} concurrent conversations), {args.seconds} s per run"
+    )
+    print(
+        f"turns (booking: first turn + 3 resumes): {turn_rate:8.0f} turns/s  p50 {turns['p50_us'] / 1000:6.2f} ms  p99 {turns['p99_us'] / 1000:6.2f} ms  failures {turns['failures']}"
+    )
+    print(
+        f"trivial JSON (GET /healthz):             {health_rate:8.0f} req/s    p50 {health['p50_us'] / 1000:6.2f} ms  p99 {health['p99_us'] / 1000:6.2f} ms  failures {health['failures']}"
+    )
     print(f"ratio turns/s : trivial req/s = {turn_rate / health_rate:.1%}")
     return 0 if turns["failures"] == 0 else 1
 
 
 def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
-    command = ["wrk", f"-t{connections}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    command = [
+        "wrk",
+        f"-t{connections}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     found = re.search(r"RESULT (.*)", output)
     if found is None:
         raise RuntimeError(f"wrk printed no result:\n{output}")
-    return {key: float(value) for key, value in (pair.split("=") for pair in found.group(1).split())}
+    return {
+        key: float(value) for key, value in (pair.split("=") for pair in found.group(1).split())
+    }
 
 
 def _start_server(port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_") and k != "MONGODB_URI"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("TANDEM_") and k != "MONGODB_URI"
+    }
     env["TANDEM_API_KEYS"] = f"{KEY}:dev"
     command = [sys.executable, "-m", "app", "--port", str(port), "--log-level", "warning"]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -82,7 +82,9 @@ def compile_expression(source: str) -> Evaluator:
 
 
 def to_storable(value: Any, depth: int = 0) -> Any:
-    """Turn an evaluated value into JSON data that MongoDB can store, or explain why not."""
+    """Turn a value into plain JSON data that any client reads alike, or explain why not:
+    nesting is bounded, and integers beyond 64 bits (which most JSON clients round) are
+    refused rather than silently changed downstream."""
     if depth > MAX_VALUE_DEPTH:
         raise EvaluationError(f"the value is nested deeper than {MAX_VALUE_DEPTH} levels")
     if isinstance(value, Undefined):
@@ -91,7 +93,7 @@ def to_storable(value: Any, depth: int = 0) -> Any:
         return value
     if isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
-            raise EvaluationError("the integer is too large to store (64-bit at most)")
+            raise EvaluationError("the integer does not fit in 64 bits")
         return value
     if isinstance(value, str):
         return _valid_text(str(value))

@@ -33,7 +33,7 @@ from app.errors import (
     TurnInProgress,
 )
 from app.services.workflows import WorkflowService
-from app.store.documents import Claim, RunDocument, RunProgress, encode_events
+from app.store.documents import Claim, RunDocument, RunProgress, dump_json, encode_events
 from app.store.runs import RunStore
 
 CLAIM_ATTEMPTS = 3
@@ -117,10 +117,10 @@ class TurnService:
                 turn=turn,
                 seq=run.seq + 1,
                 current_node=run.current_node,
-                variables=run.variables,
-                history=run.history,
+                variables_json=run.variables_json,
+                history_json=run.history_json,
                 waiting_for=None,
-                output=None,
+                output_json="null",
                 error=None,
                 last_events_json=encode_events([event]),
                 updated_at=now,
@@ -172,10 +172,10 @@ class TurnService:
             seq=0,
             revision=0,
             current_node=None,
-            variables=inputs,
-            history=[],
+            variables_json=dump_json(inputs),
+            history_json="[]",
             waiting_for=None,
-            output=None,
+            output_json="null",
             error=None,
             last_events_json="",
             claim=claim,
@@ -244,19 +244,12 @@ class TurnService:
         )
         turn_input = TurnInput(message=claim.message, data=claim.data)
         outcome = await run_turn(compiled, run.engine_state(), turn_input, options)
-        state = outcome.state
-        progress = RunProgress(
-            status=state.status,
+        progress = RunProgress.after_turn(
+            outcome.state,
             turn=turn,
             seq=run.seq + len(outcome.events),
-            current_node=state.current_node,
-            variables=state.variables,
-            history=state.history,
-            waiting_for=state.waiting_for,
-            output=state.output,
-            error=state.error,
-            last_events_json=encode_events(outcome.events),
-            updated_at=self._clock(),
+            events=outcome.events,
+            now=self._clock(),
         )
         if await self._runs.commit_turn(run.id, claim.token, progress):
             return TurnResult(run=_apply(run, progress, claim=None), events=outcome.events)
@@ -275,7 +268,7 @@ class TurnService:
         return Claim(
             token=secrets.token_hex(16),
             message=turn_input.message,
-            data=turn_input.data,
+            data_json=dump_json(turn_input.data),
             expires_at=self._clock() + self._settings.lease,
         )
 

@@ -1,7 +1,13 @@
 """The stored documents, as msgspec Structs, and the two functions that convert them.
 
 ``to_document`` and ``from_document`` are the only places where Structs become
-MongoDB documents and back; user-chosen keys are escaped there (see keys.py).
+MongoDB documents and back.
+
+Free-form JSON that users supply or workflows compute (variables, history, data,
+outputs, events) is stored as JSON text in ``*_json`` fields: any JSON value
+round-trips unchanged (MongoDB refuses keys that start with ``$`` or hold a
+``.``), and a turn's state is written and read whole, never queried field by
+field. Everything Tandem itself queries is a typed field.
 """
 
 from datetime import datetime
@@ -11,7 +17,6 @@ import msgspec
 from bson import ObjectId
 
 from app.engine.state import Event, HistoryEntry, RunState, RunStatus, WaitingFor
-from app.store.keys import escape_keys, unescape_keys
 
 
 class WorkflowDocument(msgspec.Struct, kw_only=True):
@@ -44,8 +49,12 @@ class Claim(msgspec.Struct, kw_only=True):
 
     token: str
     message: str | None
-    data: Any
+    data_json: str
     expires_at: datetime
+
+    @property
+    def data(self) -> Any:
+        return load_json(self.data_json)
 
 
 class RunProgress(msgspec.Struct, kw_only=True):
@@ -55,13 +64,41 @@ class RunProgress(msgspec.Struct, kw_only=True):
     turn: int
     seq: int
     current_node: str | None
-    variables: dict[str, Any]
-    history: list[HistoryEntry]
+    variables_json: str
+    history_json: str
     waiting_for: WaitingFor | None
-    output: Any
+    output_json: str
     error: str | None
     last_events_json: str
     updated_at: datetime
+
+    @classmethod
+    def after_turn(
+        cls, state: RunState, *, turn: int, seq: int, events: list[Event], now: datetime
+    ) -> "RunProgress":
+        """What a turn that left the run in ``state`` and emitted ``events`` commits."""
+        return cls(
+            status=state.status,
+            turn=turn,
+            seq=seq,
+            current_node=state.current_node,
+            variables_json=dump_json(state.variables),
+            history_json=dump_json(state.history),
+            waiting_for=state.waiting_for,
+            output_json=dump_json(state.output),
+            error=state.error,
+            last_events_json=encode_events(events),
+            updated_at=now,
+        )
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        variables: dict[str, Any] = load_json(self.variables_json)
+        return variables
+
+    @property
+    def output(self) -> Any:
+        return load_json(self.output_json)
 
 
 class RunDocument(RunProgress, kw_only=True):
@@ -85,7 +122,7 @@ class RunDocument(RunProgress, kw_only=True):
             status=self.status,
             current_node=self.current_node,
             variables=self.variables,
-            history=self.history,
+            history=_HISTORY_DECODER.decode(self.history_json),
             waiting_for=self.waiting_for,
             output=self.output,
             error=self.error,
@@ -104,12 +141,20 @@ class TurnEventsDocument(msgspec.Struct, kw_only=True):
 
 
 _EVENTS_DECODER = msgspec.json.Decoder(list[Event])
+_HISTORY_DECODER = msgspec.json.Decoder(list[HistoryEntry])
+
+
+def dump_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def load_json(text: str) -> Any:
+    return msgspec.json.decode(text)
 
 
 def encode_events(events: list[Event]) -> str:
-    """Events as the JSON the API answers with. Stored as text: written once, read back
-    whole, never queried, and so neither copied field by field nor escaped."""
-    return msgspec.json.encode(events).decode()
+    """Events as the JSON the API answers with."""
+    return dump_json(events)
 
 
 def decode_events(text: str) -> list[Event]:
@@ -122,9 +167,8 @@ def turn_events_id(run_id: ObjectId, turn: int) -> str:
 
 def to_document(value: msgspec.Struct) -> dict[str, Any]:
     """A Struct as a MongoDB document."""
-    raw = msgspec.to_builtins(value, builtin_types=(ObjectId, datetime))
-    escaped: dict[str, Any] = escape_keys(raw)
-    return escaped
+    document: dict[str, Any] = msgspec.to_builtins(value, builtin_types=(ObjectId, datetime))
+    return document
 
 
 StructT = TypeVar("StructT", bound=msgspec.Struct)
@@ -132,7 +176,7 @@ StructT = TypeVar("StructT", bound=msgspec.Struct)
 
 def from_document(raw: dict[str, Any], kind: type[StructT]) -> StructT:
     """A MongoDB document as a Struct of type ``kind``."""
-    return msgspec.convert(unescape_keys(raw), kind, dec_hook=_decode_object_id)
+    return msgspec.convert(raw, kind, dec_hook=_decode_object_id)
 
 
 def _decode_object_id(kind: type, value: Any) -> Any:

@@ -5,7 +5,7 @@ import pytest
 from bson import ObjectId
 
 from app.engine.state import Event, RunStatus
-from app.store.documents import Claim, RunDocument, RunProgress, encode_events
+from app.store.documents import Claim, RunDocument, RunProgress, dump_json, encode_events
 from app.store.store import Store
 from tests.support import FakeClock, fresh_database
 
@@ -30,10 +30,10 @@ def waiting_run(clock: FakeClock) -> RunDocument:
         seq=1,
         revision=0,
         current_node="ask",
-        variables={"$odd.key": {"a.b": 1}},
-        history=[],
+        variables_json=dump_json({"$odd.key": {"a.b": 1}}),
+        history_json="[]",
         waiting_for=None,
-        output=None,
+        output_json="null",
         error=None,
         last_events_json=encode_events(
             [Event(seq=1, turn=1, type="run_started", node_id=None, at=now, data={"$k.x": 1})]
@@ -46,7 +46,10 @@ def waiting_run(clock: FakeClock) -> RunDocument:
 
 def claim(clock: FakeClock, token: str = "t1") -> Claim:
     return Claim(
-        token=token, message="hi", data={"$k": 1}, expires_at=clock() + timedelta(seconds=30)
+        token=token,
+        message="hi",
+        data_json=dump_json({"$k": 1}),
+        expires_at=clock() + timedelta(seconds=30),
     )
 
 
@@ -59,10 +62,10 @@ def progress(run: RunDocument, clock: FakeClock) -> RunProgress:
         turn=run.turn + 1,
         seq=run.seq + 1,
         current_node=None,
-        variables=run.variables,
-        history=[],
+        variables_json=run.variables_json,
+        history_json="[]",
         waiting_for=None,
-        output=None,
+        output_json="null",
         error=None,
         last_events_json=encode_events([event]),
         updated_at=clock(),
@@ -73,7 +76,9 @@ async def test_documents_round_trip_with_odd_keys(store: Store) -> None:
     clock = FakeClock()
     run = waiting_run(clock)
     await store.runs.insert(run)
-    assert await store.runs.find("acme", run.id) == run
+    stored = await store.runs.find("acme", run.id)
+    assert stored == run
+    assert stored is not None and stored.variables == {"$odd.key": {"a.b": 1}}
 
 
 async def test_runs_of_another_tenant_are_invisible(store: Store) -> None:
