@@ -4,10 +4,12 @@ Starts ``python -m app`` (one uvicorn worker, embedded store), then drives K
 concurrent booking conversations (a first turn plus three resumes each, over and
 over) and, with the same load generator and concurrency, ``GET /healthz``.
 Prints turns/s, p50/p99 turn latency, the trivial endpoint's requests/s, and
-their ratio. wrk (a C load generator) is used so that the client is not the
+their ratio. The two loads alternate over several rounds and the ratio is taken
+within each round, so that drift in the speed of a shared machine cancels out;
+the median round is reported. wrk (a C load generator) is used so that the client is not the
 bottleneck: install it with ``apt-get install wrk``.
 
-    .venv/bin/python scripts/bench.py [--connections 8] [--seconds 10]
+    .venv/bin/python scripts/bench.py [--connections 8] [--seconds 5] [--rounds 5]
 """
 
 import argparse
@@ -93,7 +95,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--connections", type=int, default=8, help="concurrent conversations (K)")
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating runs of each load")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
@@ -101,6 +104,7 @@ def main() -> int:
 
     port = _free_port()
     server = _start_server(port)
+    rounds = []
     try:
         url = f"http://127.0.0.1:{port}"
         with tempfile.TemporaryDirectory() as scratch:
@@ -110,28 +114,46 @@ def main() -> int:
             trivial.write_text(TRIVIAL_LUA)
             _wrk(url + "/healthz", trivial, args.connections, 2)  # warm-up
             _wrk(url, conversation, args.connections, 2)
-            turns = _wrk(url, conversation, args.connections, args.seconds)
-            health = _wrk(url + "/healthz", trivial, args.connections, args.seconds)
+            for _ in range(args.rounds):
+                turns = _wrk(url, conversation, args.connections, args.seconds)
+                health = _wrk(url + "/healthz", trivial, args.connections, args.seconds)
+                rounds.append((turns, health))
     finally:
         server.terminate()
         server.wait(timeout=10)
 
-    turn_rate = turns["requests"] / turns["seconds"]
-    health_rate = health["requests"] / health["seconds"]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}")
+    print(f"Python {platform.python_version()}; one uvicorn worker; embedded store")
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}, Python {platform.python_version()}"
+        f"load: wrk, {args.connections} connections = {args.connections} concurrent conversations;"
+        f" {args.rounds} rounds of {args.seconds} s per load, alternating"
     )
+    for index, (turns, health) in enumerate(rounds, 1):
+        print(
+            f"round {index}: turns {_rate(turns):6.0f}/s (p50 {_ms(turns, 'p50')}, p99 {_ms(turns, 'p99')})"
+            f"  trivial {_rate(health):6.0f}/s (p50 {_ms(health, 'p50')}, p99 {_ms(health, 'p99')})"
+            f"  ratio {_rate(turns) / _rate(health):6.1%}"
+        )
+    turns, health = sorted(rounds, key=lambda pair: _rate(pair[0]) / _rate(pair[1]))[
+        len(rounds) // 2
+    ]
     print(
-        f"load: wrk, {args.connections} connections ({args.connections} concurrent conversations), {args.seconds} s per run"
+        f"median round: {_rate(turns):.0f} turns/s (p50 {_ms(turns, 'p50')}, p99 {_ms(turns, 'p99')}),"
+        f" trivial JSON {_rate(health):.0f} req/s"
     )
-    print(
-        f"turns (booking: first turn + 3 resumes): {turn_rate:8.0f} turns/s  p50 {turns['p50_us'] / 1000:6.2f} ms  p99 {turns['p99_us'] / 1000:6.2f} ms  failures {turns['failures']}"
-    )
-    print(
-        f"trivial JSON (GET /healthz):             {health_rate:8.0f} req/s    p50 {health['p50_us'] / 1000:6.2f} ms  p99 {health['p99_us'] / 1000:6.2f} ms  failures {health['failures']}"
-    )
-    print(f"ratio turns/s : trivial req/s = {turn_rate / health_rate:.1%}")
-    return 0 if turns["failures"] == 0 else 1
+    print(f"ratio turns/s : trivial req/s = {_rate(turns) / _rate(health):.1%} (median round)")
+    failures = sum(turns["failures"] + health["failures"] for turns, health in rounds)
+    if failures:
+        print(f"FAILED REQUESTS: {failures:.0f}")
+    return 0 if failures == 0 else 1
+
+
+def _rate(result: dict[str, float]) -> float:
+    return result["requests"] / result["seconds"]
+
+
+def _ms(result: dict[str, float], percentile: str) -> str:
+    return f"{result[percentile + '_us'] / 1000:.2f} ms"
 
 
 def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:

@@ -53,13 +53,13 @@ class RunController(Controller):
             workflow_id=str(run.workflow_id),
             version=run.version,
             status=reported_status(run),
-            turn=run.turn,
+            turn=run.progress.turn,
             created_at=run.created_at,
-            updated_at=run.updated_at,
-            waiting_for=run.waiting_for,
-            output=run.output,
-            error=run.error,
-            variables=run.variables,
+            updated_at=run.progress.updated_at,
+            waiting_for=run.progress.waiting_for,
+            output=run.progress.output,
+            error=run.progress.error,
+            variables=run.progress.variables,
         )
 
     @get("/events", summary="Read a run's events", responses=error_responses(400, 401, 404))
@@ -76,7 +76,7 @@ class RunController(Controller):
 
 def reported_status(run: RunDocument) -> RunStatus:
     """A run with a turn executing now is ``running``; else the state its last turn left."""
-    return RunStatus.RUNNING if run.claim is not None else run.status
+    return RunStatus.RUNNING if run.claim is not None else run.progress.status
 
 
 def turn_answer(result: TurnResult) -> TurnAnswer:
@@ -87,11 +87,11 @@ def turn_answer(result: TurnResult) -> TurnAnswer:
         workflow_id=str(run.workflow_id),
         version=run.version,
         status=status,
-        turn=run.turn,
+        turn=run.progress.turn,
         events=result.events,
         is_waiting_for_input=status in WAITING_STATUSES,
         is_terminal=status in TERMINAL_STATUSES,
-        waiting_for=run.waiting_for,
-        output=run.output,
-        error=run.error,
+        waiting_for=run.progress.waiting_for,
+        output=run.progress.output,
+        error=run.progress.error,
     )

@@ -104,21 +104,26 @@ class TurnService:
             run = await self._runs.find(tenant, run_id)
             if run is None or (workflow_id is not None and run.workflow_id != workflow_id):
                 raise NotFound(f"No run {run_id} of this workflow.")
-            if run.status in TERMINAL_STATUSES:
-                raise RunTerminal(f"Run {run_id} is already {run.status}.")
+            if run.progress.status in TERMINAL_STATUSES:
+                raise RunTerminal(f"Run {run_id} is already {run.progress.status}.")
             await self._runs.archive_events(run)
             now = self._clock()
-            turn = run.turn + 1
+            turn = run.progress.turn + 1
             event = Event(
-                seq=run.seq + 1, turn=turn, type="run_cancelled", node_id=None, at=now, data={}
+                seq=run.progress.seq + 1,
+                turn=turn,
+                type="run_cancelled",
+                node_id=None,
+                at=now,
+                data={},
             )
             progress = RunProgress(
                 status=RunStatus.CANCELLED,
                 turn=turn,
-                seq=run.seq + 1,
-                current_node=run.current_node,
-                variables_json=run.variables_json,
-                history_json=run.history_json,
+                seq=run.progress.seq + 1,
+                current_node=run.progress.current_node,
+                variables_json=run.progress.variables_json,
+                history_json=run.progress.history_json,
                 waiting_for=None,
                 output_json="null",
                 error=None,
@@ -144,9 +149,9 @@ class TurnService:
         """Every event of a run, or of one turn, in order."""
         run = await self.read(tenant, run_id)
         events = await self._runs.archived_events(run, turn)
-        last_turn_archived = bool(events) and events[-1].turn == run.turn
-        if (turn is None or turn == run.turn) and not last_turn_archived:
-            events.extend(run.last_events())
+        last_turn_archived = bool(events) and events[-1].turn == run.progress.turn
+        if (turn is None or turn == run.progress.turn) and not last_turn_archived:
+            events.extend(run.progress.last_events())
         return events
 
     async def _first_turn(
@@ -167,20 +172,22 @@ class TurnService:
             tenant=tenant,
             workflow_id=workflow_id,
             version=pinned,
-            status=RunStatus.NOT_STARTED,
-            turn=0,
-            seq=0,
             revision=0,
-            current_node=None,
-            variables_json=dump_json(inputs),
-            history_json="[]",
-            waiting_for=None,
-            output_json="null",
-            error=None,
-            last_events_json="",
             claim=claim,
             created_at=now,
-            updated_at=now,
+            progress=RunProgress(
+                status=RunStatus.NOT_STARTED,
+                turn=0,
+                seq=0,
+                current_node=None,
+                variables_json=dump_json(inputs),
+                history_json="[]",
+                waiting_for=None,
+                output_json="null",
+                error=None,
+                last_events_json="",
+                updated_at=now,
+            ),
         )
         # Inserted before it runs, so that a stop can reach it and a crash cannot lose it.
         await self._runs.insert(run)
@@ -209,8 +216,8 @@ class TurnService:
         run = await self._runs.find(tenant, run_id)
         if run is None or run.workflow_id != workflow_id:
             raise NotFound(f"No run {run_id} of this workflow.")
-        if run.status in TERMINAL_STATUSES:
-            raise RunTerminal(f"Run {run_id} is {run.status}: it takes no more turns.")
+        if run.progress.status in TERMINAL_STATUSES:
+            raise RunTerminal(f"Run {run_id} is {run.progress.status}: it takes no more turns.")
         if run.claim is None:
             return
         if run.claim.expires_at > self._clock():
@@ -233,21 +240,21 @@ class TurnService:
     async def _run_claimed(
         self, run: RunDocument, compiled: CompiledWorkflow, claim: Claim
     ) -> TurnResult:
-        turn = run.turn + 1
+        turn = run.progress.turn + 1
         options = TurnOptions(
             turn=turn,
-            first_seq=run.seq + 1,
+            first_seq=run.progress.seq + 1,
             workflow_id=str(run.workflow_id),
             version=run.version,
             clock=self._clock,
             history_limit=self._settings.history_limit,
         )
         turn_input = TurnInput(message=claim.message, data=claim.data)
-        outcome = await run_turn(compiled, run.engine_state(), turn_input, options)
+        outcome = await run_turn(compiled, run.progress.engine_state(), turn_input, options)
         progress = RunProgress.after_turn(
             outcome.state,
             turn=turn,
-            seq=run.seq + len(outcome.events),
+            seq=run.progress.seq + len(outcome.events),
             events=outcome.events,
             now=self._clock(),
         )
@@ -260,9 +267,9 @@ class TurnService:
         did is stored, and its answer is what the run holds now."""
         current = await self._runs.find(run.tenant, run.id)
         assert current is not None
-        if current.turn < turn:
+        if current.progress.turn < turn:
             raise TurnInProgress(f"Run {run.id} is executing this turn again elsewhere.")
-        return TurnResult(run=current, events=current.last_events())
+        return TurnResult(run=current, events=current.progress.last_events())
 
     def _new_claim(self, turn_input: TurnInput) -> Claim:
         return Claim(
@@ -275,5 +282,4 @@ class TurnService:
 
 def _apply(run: RunDocument, progress: RunProgress, claim: Claim | None) -> RunDocument:
     """The run as it is once ``progress`` is committed."""
-    fields = {name: getattr(progress, name) for name in RunProgress.__struct_fields__}
-    return msgspec.structs.replace(run, **fields, claim=claim)
+    return msgspec.structs.replace(run, progress=progress, claim=claim)

@@ -100,20 +100,6 @@ class RunProgress(msgspec.Struct, kw_only=True):
     def output(self) -> Any:
         return load_json(self.output_json)
 
-
-class RunDocument(RunProgress, kw_only=True):
-    """A run. ``status`` is the state of the last committed turn; ``claim`` marks a turn
-    executing now. ``last_events_json`` holds the events of turn ``turn`` until the next
-    turn copies them into the events collection (one round trip later, never lost)."""
-
-    id: ObjectId = msgspec.field(name="_id")
-    tenant: str
-    workflow_id: ObjectId
-    version: int
-    revision: int
-    claim: Claim | None
-    created_at: datetime
-
     def last_events(self) -> list[Event]:
         return decode_events(self.last_events_json)
 
@@ -127,6 +113,22 @@ class RunDocument(RunProgress, kw_only=True):
             output=self.output,
             error=self.error,
         )
+
+
+class RunDocument(msgspec.Struct, kw_only=True):
+    """A run. ``progress`` is what its last committed turn left; ``claim`` marks a turn
+    executing now. ``progress.last_events_json`` holds the events of turn
+    ``progress.turn`` until the next turn copies them into the events collection (one
+    round trip later, never lost)."""
+
+    id: ObjectId = msgspec.field(name="_id")
+    tenant: str
+    workflow_id: ObjectId
+    version: int
+    revision: int
+    claim: Claim | None
+    created_at: datetime
+    progress: RunProgress
 
 
 class TurnEventsDocument(msgspec.Struct, kw_only=True):

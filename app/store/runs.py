@@ -55,7 +55,7 @@ class RunStore:
                 "_id": run_id,
                 "tenant": tenant,
                 "workflow_id": workflow_id,
-                "status": {"$in": sorted(WAITING_STATUSES)},
+                "progress.status": {"$in": sorted(WAITING_STATUSES)},
                 "claim": None,
             },
             {"$set": {"claim": to_document(claim)}, "$inc": {"revision": 1}},
@@ -85,7 +85,7 @@ class RunStore:
         result = await self._runs.update_one(
             {"_id": run_id, "claim.token": token},
             {
-                "$set": {**to_document(progress), "claim": _claim_document(next_claim)},
+                "$set": {"progress": to_document(progress), "claim": _claim_document(next_claim)},
                 "$inc": {"revision": 1},
             },
         )
@@ -96,21 +96,21 @@ class RunStore:
         any claim (a stop does this). False if the run changed in between."""
         result = await self._runs.update_one(
             {"_id": run.id, "revision": run.revision},
-            {"$set": {**to_document(progress), "claim": None}, "$inc": {"revision": 1}},
+            {"$set": {"progress": to_document(progress), "claim": None}, "$inc": {"revision": 1}},
         )
         return result.matched_count == 1
 
     async def archive_events(self, run: RunDocument) -> None:
         """Copy the events of the run's last committed turn into the events collection.
         Idempotent: the turn's document is written once, whoever gets there first."""
-        if not run.last_events_json:
+        if not run.progress.last_events_json:
             return
         document = TurnEventsDocument(
-            id=turn_events_id(run.id, run.turn),
+            id=turn_events_id(run.id, run.progress.turn),
             tenant=run.tenant,
             run_id=run.id,
-            turn=run.turn,
-            events_json=run.last_events_json,
+            turn=run.progress.turn,
+            events_json=run.progress.last_events_json,
         )
         with contextlib.suppress(DuplicateKeyError):
             await self._events.insert_one(to_document(document))

@@ -20,27 +20,28 @@ async def store() -> AsyncIterator[Store]:
 
 def waiting_run(clock: FakeClock) -> RunDocument:
     now = clock()
+    first = Event(seq=1, turn=1, type="run_started", node_id=None, at=now, data={"$k.x": 1})
     return RunDocument(
         id=ObjectId(),
         tenant="acme",
         workflow_id=ObjectId(),
         version=0,
-        status=RunStatus.WAITING_FOR_USER_INPUT,
-        turn=1,
-        seq=1,
         revision=0,
-        current_node="ask",
-        variables_json=dump_json({"$odd.key": {"a.b": 1}}),
-        history_json="[]",
-        waiting_for=None,
-        output_json="null",
-        error=None,
-        last_events_json=encode_events(
-            [Event(seq=1, turn=1, type="run_started", node_id=None, at=now, data={"$k.x": 1})]
-        ),
         claim=None,
         created_at=now,
-        updated_at=now,
+        progress=RunProgress(
+            status=RunStatus.WAITING_FOR_USER_INPUT,
+            turn=1,
+            seq=1,
+            current_node="ask",
+            variables_json=dump_json({"$odd.key": {"a.b": 1}}),
+            history_json="[]",
+            waiting_for=None,
+            output_json="null",
+            error=None,
+            last_events_json=encode_events([first]),
+            updated_at=now,
+        ),
     )
 
 
@@ -55,14 +56,19 @@ def claim(clock: FakeClock, token: str = "t1") -> Claim:
 
 def progress(run: RunDocument, clock: FakeClock) -> RunProgress:
     event = Event(
-        seq=run.seq + 1, turn=run.turn + 1, type="run_cancelled", node_id=None, at=clock(), data={}
+        seq=run.progress.seq + 1,
+        turn=run.progress.turn + 1,
+        type="run_cancelled",
+        node_id=None,
+        at=clock(),
+        data={},
     )
     return RunProgress(
         status=RunStatus.CANCELLED,
-        turn=run.turn + 1,
-        seq=run.seq + 1,
+        turn=run.progress.turn + 1,
+        seq=run.progress.seq + 1,
         current_node=None,
-        variables_json=run.variables_json,
+        variables_json=run.progress.variables_json,
         history_json="[]",
         waiting_for=None,
         output_json="null",
@@ -78,7 +84,7 @@ async def test_documents_round_trip_with_odd_keys(store: Store) -> None:
     await store.runs.insert(run)
     stored = await store.runs.find("acme", run.id)
     assert stored == run
-    assert stored is not None and stored.variables == {"$odd.key": {"a.b": 1}}
+    assert stored is not None and stored.progress.variables == {"$odd.key": {"a.b": 1}}
 
 
 async def test_runs_of_another_tenant_are_invisible(store: Store) -> None:
@@ -111,7 +117,11 @@ async def test_only_the_claim_holder_commits(store: Store) -> None:
     assert not await store.runs.commit_turn(run.id, "someone-else", progress(run, clock))
     assert await store.runs.commit_turn(run.id, "t1", progress(run, clock))
     stored = await store.runs.find("acme", run.id)
-    assert stored is not None and stored.claim is None and stored.status == RunStatus.CANCELLED
+    assert (
+        stored is not None
+        and stored.claim is None
+        and stored.progress.status == RunStatus.CANCELLED
+    )
 
 
 async def test_an_expired_claim_can_be_taken_over_keeping_its_input(store: Store) -> None:
@@ -133,7 +143,7 @@ async def test_events_are_archived_once_per_turn(store: Store) -> None:
     await store.runs.insert(run)
     await store.runs.archive_events(run)
     await store.runs.archive_events(run)  # a repeat (a retry, a recovery) is harmless
-    assert await store.runs.archived_events(run, None) == run.last_events()
+    assert await store.runs.archived_events(run, None) == run.progress.last_events()
     assert await store.runs.archived_events(run, 2) == []
 
 
