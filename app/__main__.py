@@ -45,9 +45,10 @@ def banner(settings: Settings, host: str, port: int) -> str:
             "",
             f"Dev API key (tenant 'dev', new at every start): {settings.dev_key}",
             "",
-            "Try the bundled booking workflow:",
-            f"  curl -s -X POST {url}/v1/workflows/{booking}/execute \\",
-            f"       -H 'X-API-Key: {settings.dev_key}' -H 'Content-Type: application/json' -d '{{}}'",
+            "Try the bundled booking workflow (README.md walks through the whole conversation):",
+            f"  export TANDEM_URL={url} TANDEM_KEY={settings.dev_key}",
+            f"  curl -s -X POST $TANDEM_URL/v1/workflows/{booking}/execute \\",
+            "       -H \"X-API-Key: $TANDEM_KEY\" -H 'Content-Type: application/json' -d '{}'",
         ]
     return "\n".join(lines)
 

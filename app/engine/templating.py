@@ -54,6 +54,10 @@ Evaluator = Callable[[Mapping[str, Any]], Any]
 def compile_template(source: str) -> Renderer:
     """Compile a template; raises ``TemplateError`` when it does not parse."""
     template = _environment.from_string(source)
+    if not any(marker in source for marker in ("{{", "{%", "{#")):
+        # Plain text (most prompts) renders the same every time: render it once, here.
+        text = template.render()
+        return lambda _variables: text
 
     def render(variables: Mapping[str, Any]) -> str:
         try:

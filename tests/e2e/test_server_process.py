@@ -73,7 +73,8 @@ def test_the_banner_tells_a_newcomer_what_to_do(server: Server) -> None:
         pytest.skip("the banner's dev key is for the embedded default")
     assert server.url in server.banner
     assert "LOST on exit" in server.banner
-    assert f"curl -s -X POST {server.url}/v1/workflows/{BOOKING_ID}/execute" in server.banner
+    assert f"export TANDEM_URL={server.url} TANDEM_KEY={server.key}" in server.banner
+    assert f"curl -s -X POST $TANDEM_URL/v1/workflows/{BOOKING_ID}/execute" in server.banner
 
 
 def test_the_booking_conversation_over_http(server: Server) -> None:

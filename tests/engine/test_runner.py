@@ -270,3 +270,11 @@ async def test_the_callers_state_is_left_untouched() -> None:
     await chat.send("Ann")
     assert before.variables == variables_before
     assert before.status == RunStatus.WAITING_FOR_USER_INPUT
+
+
+async def test_plain_text_renders_as_jinja_would() -> None:
+    text = "Line one\r\nline two } and { braces\n"
+    outcome = await Conversation(
+        flow(("say", {"type": "message", "text": text, "next": "end"}), END)
+    ).send()
+    assert texts(outcome.events) == ["Line one\nline two } and { braces\n"]
