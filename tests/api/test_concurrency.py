@@ -47,6 +47,14 @@ async def crash_mid_turn(
     database.release()
 
 
+async def crashed_run(client: httpx.AsyncClient, database: YieldingDatabase) -> tuple[str, str]:
+    """A booking run waiting for a name, whose turn answering "Ann" crashed mid-way."""
+    booking_id = await create_booking(client)
+    run_id: str = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
+    await crash_mid_turn(client, database, booking_id, run_id)
+    return booking_id, run_id
+
+
 async def test_twenty_turns_at_once_one_executes_the_others_get_409(
     racing: Racing, database: YieldingDatabase
 ) -> None:
@@ -115,9 +123,7 @@ async def test_a_turn_interrupted_by_a_crash_runs_again_after_its_lease(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     async with racing() as client:
-        booking_id = await create_booking(client)
-        run_id = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-        await crash_mid_turn(client, database, booking_id, run_id)
+        booking_id, run_id = await crashed_run(client, database)
 
         clock.advance(29)
         early = await turn(client, booking_id, run_id, "4", expect=409)  # type: ignore[arg-type]
@@ -139,9 +145,7 @@ async def test_reading_a_run_recovers_its_interrupted_turn(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     async with racing() as client:
-        booking_id = await create_booking(client)
-        run_id = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-        await crash_mid_turn(client, database, booking_id, run_id)
+        _, run_id = await crashed_run(client, database)
         assert (await client.get(f"/v1/runs/{run_id}")).json()["status"] == "running"
         clock.advance(31)
         run = (await client.get(f"/v1/runs/{run_id}")).json()
@@ -154,9 +158,7 @@ async def test_a_stop_after_a_crash_cancels_without_replaying(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     async with racing() as client:
-        booking_id = await create_booking(client)
-        run_id = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-        await crash_mid_turn(client, database, booking_id, run_id)
+        booking_id, run_id = await crashed_run(client, database)
         stopped = await turn(client, booking_id, run_id, run_input={"command": "stop"})  # type: ignore[arg-type]
         assert stopped["status"] == "cancelled" and stopped["turn"] == 2
         clock.advance(31)
