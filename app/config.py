@@ -24,6 +24,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_body_bytes: int = 1024 * 1024
     max_message_bytes: int = 32 * 1024
     history_limit: int = 200
+    llm_provider: str = "echo"
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_seconds: float = 60.0
+    llm_max_retries: int = 2
+    echo_delay_ms: float = 0.0
 
     @property
     def embedded(self) -> bool:
@@ -59,6 +66,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             max_body_bytes=int(_number(env, "TANDEM_MAX_BODY_BYTES", 1024 * 1024)),
             max_message_bytes=int(_number(env, "TANDEM_MAX_MESSAGE_BYTES", 32 * 1024)),
             history_limit=int(_number(env, "TANDEM_HISTORY_LIMIT", 200)),
+            llm_provider=_llm_provider(env),
+            llm_base_url=env.get("TANDEM_LLM_BASE_URL") or None,
+            llm_api_key=env.get("TANDEM_LLM_API_KEY") or None,
+            llm_model=env.get("TANDEM_LLM_MODEL") or "gpt-4o-mini",
+            llm_timeout_seconds=_number(env, "TANDEM_LLM_TIMEOUT_SECONDS", 60.0),
+            llm_max_retries=int(_number(env, "TANDEM_LLM_MAX_RETRIES", 2, allow_zero=True)),
+            echo_delay_ms=_number(env, "TANDEM_ECHO_DELAY_MS", 0.0, allow_zero=True),
         )
 
 
@@ -73,7 +87,20 @@ def parse_api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _llm_provider(env: Mapping[str, str]) -> str:
+    """``TANDEM_LLM_PROVIDER``, else ``openai`` when an endpoint or key is set, else ``echo``."""
+    named = env.get("TANDEM_LLM_PROVIDER")
+    if named:
+        if named not in ("echo", "openai"):
+            raise ConfigError(f"TANDEM_LLM_PROVIDER must be 'echo' or 'openai', not {named!r}")
+        return named
+    configured = env.get("TANDEM_LLM_BASE_URL") or env.get("TANDEM_LLM_API_KEY")
+    return "openai" if configured else "echo"
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -81,6 +108,8 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, not {raw!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(
+            f"{name} must be {'zero or more' if allow_zero else 'positive'}, not {raw!r}"
+        )
     return value

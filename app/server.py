@@ -19,8 +19,10 @@ from app.api.runs import ExecuteController, RunController
 from app.api.workflows import WorkflowController
 from app.clock import Clock, utc_now
 from app.config import Settings
+from app.engine.llm import LlmClient
 from app.errors import TandemError
 from app.examples import load_examples
+from app.llm import build_llm_client
 from app.services.turns import TurnService, TurnSettings
 from app.services.workflows import WorkflowService
 from app.store.database import Connection, Database
@@ -30,9 +32,13 @@ logger = logging.getLogger("tandem")
 
 
 def create_app(
-    settings: Settings, *, database: Database | None = None, clock: Clock = utc_now
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    clock: Clock = utc_now,
+    llm: LlmClient | None = None,
 ) -> Litestar:
-    """The Tandem application. ``database`` and ``clock`` are for tests to inject."""
+    """The Tandem application. ``database``, ``clock`` and ``llm`` are for tests to inject."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -56,6 +62,7 @@ def create_app(
                 history_limit=settings.history_limit,
                 max_message_bytes=settings.max_message_bytes,
             ),
+            llm or build_llm_client(settings),
         )
         if settings.examples_tenant is not None:
             await load_examples(workflows, settings.examples_tenant)

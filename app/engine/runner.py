@@ -25,6 +25,7 @@ from app.engine.definition import (
     ShowStateNode,
     SwitchNode,
 )
+from app.engine.llm import ChatMessage, LlmCall, LlmClient, LlmError
 from app.engine.state import (
     Event,
     EventType,
@@ -52,6 +53,7 @@ class TurnOptions:
     clock: Callable[[], datetime]
     history_limit: int = DEFAULT_HISTORY_LIMIT
     max_turn_text: int = DEFAULT_MAX_TURN_TEXT
+    llm: LlmClient | None = None
 
 
 @dataclass(slots=True)
@@ -163,7 +165,7 @@ class _Turn:
                 self.fail(node.id, error)
                 return None
             case LlmNode():
-                raise EvaluationError("no LLM provider is available to this server")
+                return await self.execute_llm(node, spec)
         raise AssertionError(f"unhandled node type {type(spec).__name__}")
 
     def execute_input(self, node: CompiledNode, spec: InputNode, *, resuming: bool) -> str | None:
@@ -202,6 +204,35 @@ class _Turn:
         if message is not None:
             self.remember("user", message)
             self.emit("input_received", node.id, {"message": message})
+        return self.completed(node, spec.next)
+
+    async def execute_llm(self, node: CompiledNode, spec: LlmNode) -> str | None:
+        client = self.options.llm
+        if client is None:
+            raise EvaluationError("no LLM provider is available to this server")
+        messages = []
+        if spec.system is not None:
+            messages.append(ChatMessage(role="system", content=self.render(node, "system")))
+        if spec.history:
+            messages += [ChatMessage(role=h.role, content=h.text) for h in self.state.history]
+        messages.append(ChatMessage(role="user", content=self.render(node, "prompt")))
+        model = spec.model or client.default_model
+        self.emit("llm_started", node.id, {"model": model})
+        call = LlmCall(
+            model=model,
+            messages=messages,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+        )
+        try:
+            reply = await client.complete(call, on_delta=lambda _text: None)
+        except LlmError as error:
+            raise EvaluationError(f"the LLM provider failed: {error}") from error
+        self.spend(reply.text)
+        self.emit("llm_completed", node.id, {"text": reply.text, "usage": reply.usage})
+        if spec.show:
+            self.say(node.id, reply.text)
+        self.assign(spec.save_as, reply.text)
         return self.completed(node, spec.next)
 
     @staticmethod
@@ -286,12 +317,16 @@ class _Turn:
 
     def render(self, node: CompiledNode, field: str) -> str:
         text = node.templates[field](self.context())
+        self.spend(text)
+        return text
+
+    def spend(self, text: str) -> None:
+        """Count text against the turn's budget, so that no turn grows a run without bound."""
         self.text_left -= len(text)
         if self.text_left < 0:
             raise EvaluationError(
                 f"the turn produced more than {self.options.max_turn_text} characters of text"
             )
-        return text
 
 
 def _type_of(node: CompiledNode) -> str:

@@ -10,6 +10,7 @@ from app.services.workflows import WorkflowService
 EXAMPLES = {
     "booking": ObjectId("000000000000000000000001"),
     "support_triage": ObjectId("000000000000000000000002"),
+    "chat_assistant": ObjectId("000000000000000000000003"),
 }
 
 

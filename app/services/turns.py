@@ -17,6 +17,7 @@ from bson import ObjectId
 
 from app.clock import Clock
 from app.engine.compiler import CompiledWorkflow
+from app.engine.llm import LlmClient
 from app.engine.runner import DEFAULT_HISTORY_LIMIT, TurnOptions, run_turn
 from app.engine.state import (
     TERMINAL_STATUSES,
@@ -74,7 +75,9 @@ class TurnService:
         workflows: WorkflowService,
         clock: Clock,
         settings: TurnSettings,
+        llm: LlmClient | None = None,
     ) -> None:
+        self._llm = llm
         self._runs = runs
         self._workflows = workflows
         self._clock = clock
@@ -248,6 +251,7 @@ class TurnService:
             version=run.version,
             clock=self._clock,
             history_limit=self._settings.history_limit,
+            llm=self._llm,
         )
         turn_input = TurnInput(message=claim.message, data=claim.data)
         outcome = await run_turn(compiled, run.progress.engine_state(), turn_input, options)

@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.compiler import compile_workflow
+from app.engine.llm import LlmClient
 from app.engine.runner import TurnOptions, TurnOutcome, run_turn
 from app.engine.state import Event, RunState, TurnInput
 from tests.support import FakeClock
@@ -14,6 +15,7 @@ class Conversation:
     definition: dict[str, Any]
     variables: dict[str, Any] = field(default_factory=dict)
     history_limit: int = 200
+    llm: LlmClient | None = None
 
     def __post_init__(self) -> None:
         self.workflow = compile_workflow(self.definition)
@@ -31,6 +33,7 @@ class Conversation:
             version=0,
             clock=self.clock,
             history_limit=self.history_limit,
+            llm=self.llm,
         )
         outcome = await run_turn(
             self.workflow, self.state, TurnInput(message=message, data=data), options

@@ -20,7 +20,7 @@ def problems(definition: Any) -> dict[str, str]:
 
 
 def test_bundled_examples_compile() -> None:
-    for name in ("booking", "support_triage"):
+    for name in ("booking", "support_triage", "chat_assistant"):
         spec = json.loads(resources.files("app.examples").joinpath(f"{name}.json").read_text())
         compiled = compile_workflow(spec["definition"])
         assert compiled.start in compiled.nodes

@@ -1,3 +1,6 @@
+from collections.abc import Callable
+
+from app.engine.llm import LlmCall, LlmError, LlmReply
 from app.engine.state import RunStatus
 from tests.engine.helpers import Conversation, texts, types
 from tests.support import BOOKING, flow
@@ -278,3 +281,87 @@ async def test_plain_text_renders_as_jinja_would() -> None:
         flow(("say", {"type": "message", "text": text, "next": "end"}), END)
     ).send()
     assert texts(outcome.events) == ["Line one\nline two } and { braces\n"]
+
+
+class RecordingLlm:
+    """An LLM client that answers from a script and keeps every call it got."""
+
+    default_model = "scripted"
+
+    def __init__(self, *replies: str, error: str | None = None) -> None:
+        self.replies = list(replies)
+        self.error = error
+        self.calls: list[LlmCall] = []
+
+    async def complete(self, call: LlmCall, on_delta: Callable[[str], None]) -> LlmReply:
+        self.calls.append(call)
+        if self.error is not None:
+            raise LlmError(self.error)
+        text = self.replies.pop(0)
+        on_delta(text)
+        return LlmReply(text=text, usage={"total_tokens": 3})
+
+
+CHAT = flow(
+    ("ask", {"type": "input", "prompt": "Question?", "save_as": "q", "next": "think"}),
+    (
+        "think",
+        {
+            "type": "llm",
+            "system": "Be brief, {{ who }}.",
+            "prompt": "Q: {{ q }}",
+            "history": True,
+            "model": "big",
+            "temperature": 0.5,
+            "max_tokens": 20,
+            "save_as": "a",
+            "next": "ask",
+        },
+    ),
+)
+
+
+async def test_llm_node_sends_system_history_and_prompt_and_shows_the_reply() -> None:
+    llm = RecordingLlm("Paris.")
+    chat = Conversation(CHAT, variables={"who": "bot"}, llm=llm)
+    await chat.send()
+    outcome = await chat.send("Capital of France?")
+    call = llm.calls[0]
+    assert call.model == "big" and call.temperature == 0.5 and call.max_tokens == 20
+    assert [(m.role, m.content) for m in call.messages] == [
+        ("system", "Be brief, bot."),
+        ("assistant", "Question?"),
+        ("user", "Capital of France?"),
+        ("user", "Q: Capital of France?"),
+    ]
+    assert types(outcome.events) == [
+        "input_received",
+        "llm_started",
+        "llm_completed",
+        "message",
+        "waiting_for_input",
+    ]
+    started, completed = (e for e in outcome.events if e.type.startswith("llm_"))
+    assert started.data == {"model": "big"}
+    assert completed.data == {"text": "Paris.", "usage": {"total_tokens": 3}}
+    assert outcome.state.variables["a"] == "Paris."
+    assert outcome.state.history[-2].text == "Paris."
+
+
+async def test_llm_node_with_show_false_keeps_the_reply_private() -> None:
+    node = {"type": "llm", "prompt": "hi", "show": False, "save_as": "a", "next": "end"}
+    llm = RecordingLlm("secret")
+    outcome = await Conversation(flow(("think", node), END), llm=llm).send()
+    assert "message" not in types(outcome.events)
+    assert llm.calls[0].model == "scripted"  # the provider's default
+    assert outcome.state.variables["a"] == "secret" and outcome.state.history == []
+
+
+async def test_a_provider_failure_fails_the_run_naming_the_node() -> None:
+    llm = RecordingLlm(error="the provider answered 401: bad key")
+    node = {"type": "llm", "prompt": "hi", "save_as": "a", "next": "end"}
+    outcome = await Conversation(flow(("think", node), END), llm=llm).send()
+    assert outcome.state.status == RunStatus.FAILED
+    assert outcome.events[-1].type == "run_failed"
+    assert outcome.events[-1].data["node_id"] == "think"
+    assert "401: bad key" in outcome.events[-1].data["error"]

@@ -1,0 +1,19 @@
+"""LLM providers behind the engine's one small interface (``app.engine.llm.LlmClient``)."""
+
+from app.config import Settings
+from app.engine.llm import LlmClient
+from app.llm.echo import EchoClient
+from app.llm.openai_compatible import OpenAICompatibleClient
+
+
+def build_llm_client(settings: Settings) -> LlmClient:
+    """The provider the configuration names: ``echo`` (the default) or ``openai``."""
+    if settings.llm_provider == "openai":
+        return OpenAICompatibleClient(
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            default_model=settings.llm_model,
+            timeout_seconds=settings.llm_timeout_seconds,
+            max_retries=settings.llm_max_retries,
+        )
+    return EchoClient(delay_seconds=settings.echo_delay_ms / 1000)
