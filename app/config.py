@@ -31,6 +31,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     llm_timeout_seconds: float = 60.0
     llm_max_retries: int = 2
     echo_delay_ms: float = 0.0
+    cancel_poll_ms: float = 250.0
 
     @property
     def embedded(self) -> bool:
@@ -73,6 +74,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             llm_timeout_seconds=_number(env, "TANDEM_LLM_TIMEOUT_SECONDS", 60.0),
             llm_max_retries=int(_number(env, "TANDEM_LLM_MAX_RETRIES", 2, allow_zero=True)),
             echo_delay_ms=_number(env, "TANDEM_ECHO_DELAY_MS", 0.0, allow_zero=True),
+            cancel_poll_ms=_number(env, "TANDEM_CANCEL_POLL_MS", 250.0),
         )
 
 

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -61,6 +62,7 @@ def create_app(
                 lease=settings.lease,
                 history_limit=settings.history_limit,
                 max_message_bytes=settings.max_message_bytes,
+                claim_poll=timedelta(milliseconds=settings.cancel_poll_ms),
             ),
             llm or build_llm_client(settings),
         )
@@ -69,6 +71,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.turns.drain()
             if connection is not None:
                 await connection.close()
 

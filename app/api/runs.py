@@ -2,16 +2,17 @@
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent
 
+from app.api.answers import reported_status, turn_answer
 from app.api.dependencies import API_KEY_SECURITY, Caller, error_responses
 from app.api.params import object_id, turn_request
 from app.api.schemas import ExecuteRequest, RunDetail, RunEvents, TurnAnswer
-from app.engine.state import TERMINAL_STATUSES, WAITING_STATUSES, RunStatus
-from app.services.turns import TurnResult, TurnService
-from app.store.documents import RunDocument
+from app.api.streaming import stream_turn
+from app.services.turns import TurnService
 
 Turns = NamedDependency[TurnService]
 
@@ -25,6 +26,11 @@ class ExecuteController(Controller):
         "/",
         status_code=200,
         summary="Post one turn: start a run, answer it, or stop it",
+        description=(
+            "With `Accept: text/event-stream` the turn streams as Server-Sent Events: each"
+            " event (`event:` its type, `id:` its seq), `llm_delta` messages while LLM text"
+            " is generated, and `turn_result` last with this answer."
+        ),
         responses=error_responses(400, 401, 404, 409, 413),
     )
     async def execute(
@@ -34,10 +40,13 @@ class ExecuteController(Controller):
         workflow_id: FromPath[str],
         data: JSONBody[ExecuteRequest | None] = None,
         version: Annotated[int | None, QueryParameter(ge=0)] = None,
-    ) -> TurnAnswer:
+    ) -> Response[TurnAnswer]:
         workflow = object_id(workflow_id, "workflow_id")
-        turn = turn_request(data, version)
-        return turn_answer(await turns.execute(request.user, workflow, turn))
+        prepared = await turns.prepare(request.user, workflow, turn_request(data, version))
+        if "text/event-stream" in request.headers.get("accept", ""):
+            # Errors found so far were answered as JSON; from here on the turn streams.
+            return ServerSentEvent(stream_turn(turns, prepared))  # type: ignore[return-value]
+        return Response(turn_answer(await turns.complete(prepared)))
 
 
 class RunController(Controller):
@@ -72,26 +81,3 @@ class RunController(Controller):
     ) -> RunEvents:
         events = await turns.events(request.user, object_id(run_id, "run_id"), turn)
         return RunEvents(run_id=run_id.lower(), events=events)
-
-
-def reported_status(run: RunDocument) -> RunStatus:
-    """A run with a turn executing now is ``running``; else the state its last turn left."""
-    return RunStatus.RUNNING if run.claim is not None else run.progress.status
-
-
-def turn_answer(result: TurnResult) -> TurnAnswer:
-    run = result.run
-    status = reported_status(run)
-    return TurnAnswer(
-        run_id=str(run.id),
-        workflow_id=str(run.workflow_id),
-        version=run.version,
-        status=status,
-        turn=run.progress.turn,
-        events=result.events,
-        is_waiting_for_input=status in WAITING_STATUSES,
-        is_terminal=status in TERMINAL_STATUSES,
-        waiting_for=run.progress.waiting_for,
-        output=run.progress.output,
-        error=run.progress.error,
-    )

@@ -30,6 +30,7 @@ from app.engine.state import (
     Event,
     EventType,
     HistoryEntry,
+    LlmDelta,
     RunState,
     RunStatus,
     TurnInput,
@@ -54,6 +55,8 @@ class TurnOptions:
     history_limit: int = DEFAULT_HISTORY_LIMIT
     max_turn_text: int = DEFAULT_MAX_TURN_TEXT
     llm: LlmClient | None = None
+    # Called with every event as it is emitted and every piece of LLM text as it arrives.
+    on_event: Callable[[Event | LlmDelta], None] | None = None
 
 
 @dataclass(slots=True)
@@ -225,7 +228,7 @@ class _Turn:
             max_tokens=spec.max_tokens,
         )
         try:
-            reply = await client.complete(call, on_delta=lambda _text: None)
+            reply = await client.complete(call, on_delta=lambda text: self.delta(node.id, text))
         except LlmError as error:
             raise EvaluationError(f"the LLM provider failed: {error}") from error
         self.spend(reply.text)
@@ -296,16 +299,21 @@ class _Turn:
         self._context = None
 
     def emit(self, event_type: EventType, node_id: str | None, data: dict[str, Any]) -> None:
-        self.events.append(
-            Event(
-                seq=self.options.first_seq + len(self.events),
-                turn=self.options.turn,
-                type=event_type,
-                node_id=node_id,
-                at=self.options.clock(),
-                data=data,
-            )
+        event = Event(
+            seq=self.options.first_seq + len(self.events),
+            turn=self.options.turn,
+            type=event_type,
+            node_id=node_id,
+            at=self.options.clock(),
+            data=data,
         )
+        self.events.append(event)
+        if self.options.on_event is not None:
+            self.options.on_event(event)
+
+    def delta(self, node_id: str, text: str) -> None:
+        if self.options.on_event is not None:
+            self.options.on_event(LlmDelta(node_id=node_id, text=text))
 
     # Templates see the run's variables by name, plus the conversation as `history`.
 

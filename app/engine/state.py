@@ -54,6 +54,13 @@ class Event(msgspec.Struct, kw_only=True):
     data: dict[str, Any]
 
 
+class LlmDelta(msgspec.Struct):
+    """A piece of LLM text as it is generated: streamed to clients, never stored."""
+
+    node_id: str
+    text: str
+
+
 class HistoryEntry(msgspec.Struct):
     role: Literal["user", "assistant"]
     text: str

@@ -1,5 +1,12 @@
 """The turn protocol: claim a run, run the engine, commit what it did.
 
+A turn is prepared first (everything that can refuse it: 400, 404, 409) and then
+completed, so that a streamed turn can answer its errors as plain JSON before the
+stream starts. While the engine runs, a watcher polls the run's claim (after the
+first poll interval only, so quick turns cost nothing): a stop, from this process
+or another, takes the claim away and the watcher cancels the engine, abandoning an
+LLM call in flight; the watcher also renews the lease of a long turn.
+
 Round trips per turn, whatever the number of nodes executed:
 - first turn: read the workflow, insert the run (claimed), commit;
 - later turn: claim, archive the previous turn's events, commit;
@@ -7,7 +14,11 @@ Round trips per turn, whatever the number of nodes executed:
 plus one read of the version when its compiled form is not cached yet.
 """
 
+import asyncio
+import contextlib
+import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,6 +33,7 @@ from app.engine.runner import DEFAULT_HISTORY_LIMIT, TurnOptions, run_turn
 from app.engine.state import (
     TERMINAL_STATUSES,
     Event,
+    LlmDelta,
     RunStatus,
     TurnInput,
 )
@@ -46,6 +58,7 @@ class TurnSettings:
     lease: timedelta = timedelta(seconds=30)
     history_limit: int = DEFAULT_HISTORY_LIMIT
     max_message_bytes: int = 32 * 1024
+    claim_poll: timedelta = timedelta(milliseconds=250)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +81,20 @@ class TurnResult:
     events: list[Event]
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedTurn:
+    """A turn that nothing can refuse any more: its run claimed, or (a stop) already done."""
+
+    run: RunDocument
+    compiled: CompiledWorkflow | None = None
+    claim: Claim | None = None
+    done: TurnResult | None = None
+
+
+EventSink = Callable[[Event | LlmDelta], None]
+logger = logging.getLogger("tandem")
+
+
 class TurnService:
     def __init__(
         self,
@@ -78,16 +105,50 @@ class TurnService:
         llm: LlmClient | None = None,
     ) -> None:
         self._llm = llm
+        # Engines executing in this process, by run, so that a stop here cancels at once.
+        self._in_flight: dict[ObjectId, asyncio.Future[Any]] = {}
+        # Turns completing in the background (streamed ones whose client may leave).
+        self._background: set[asyncio.Task[TurnResult]] = set()
         self._runs = runs
         self._workflows = workflows
         self._clock = clock
         self._settings = settings
 
     async def execute(self, tenant: str, workflow_id: ObjectId, request: TurnRequest) -> TurnResult:
+        return await self.complete(await self.prepare(tenant, workflow_id, request))
+
+    async def complete(self, turn: PreparedTurn, on_event: EventSink | None = None) -> TurnResult:
+        """Run a prepared turn to its end and commit it; ``on_event`` sees it as it happens."""
+        if turn.done is not None:
+            for event in turn.done.events:
+                if on_event is not None:
+                    on_event(event)
+            return turn.done
+        assert turn.compiled is not None and turn.claim is not None
+        return await self._run_claimed(turn.run, turn.compiled, turn.claim, on_event)
+
+    def start(self, turn: PreparedTurn, on_event: EventSink) -> "asyncio.Task[TurnResult]":
+        """Complete a turn in the background: it finishes and is stored even if nobody
+        waits for it any more (a streaming client that disconnects)."""
+        task = asyncio.create_task(self.complete(turn, on_event))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def drain(self) -> None:
+        """Wait for the turns completing in the background (at shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background))
+
+    async def prepare(
+        self, tenant: str, workflow_id: ObjectId, request: TurnRequest
+    ) -> PreparedTurn:
+        """Everything that can refuse a turn, and its claim; a stop is carried out here."""
         if request.stop:
             if request.run_id is None:
                 raise BadRequest("A stop needs the run_id of the run to stop.")
-            return await self.stop(tenant, workflow_id, request.run_id)
+            result = await self.stop(tenant, workflow_id, request.run_id)
+            return PreparedTurn(run=result.run, done=result)
         message = request.message
         if message is not None and len(message.encode()) > self._settings.max_message_bytes:
             raise MessageTooLarge(
@@ -134,6 +195,9 @@ class TurnService:
                 updated_at=now,
             )
             if await self._runs.replace_progress(run, progress):
+                engine = self._in_flight.get(run_id)
+                if engine is not None:
+                    engine.cancel()  # a turn of this process: no need to wait for its watcher
                 return TurnResult(run=_apply(run, progress, claim=None), events=[event])
         raise TurnInProgress(f"Run {run_id} kept changing; try the stop again.")
 
@@ -164,7 +228,7 @@ class TurnService:
         version: int | None,
         inputs: dict[str, Any],
         turn_input: TurnInput,
-    ) -> TurnResult:
+    ) -> PreparedTurn:
         workflow = await self._workflows.get(tenant, workflow_id)
         pinned = workflow.latest_version if version is None else version
         compiled = await self._workflows.compiled(tenant, workflow_id, pinned)
@@ -194,11 +258,11 @@ class TurnService:
         )
         # Inserted before it runs, so that a stop can reach it and a crash cannot lose it.
         await self._runs.insert(run)
-        return await self._run_claimed(run, compiled, claim)
+        return PreparedTurn(run=run, compiled=compiled, claim=claim)
 
     async def _next_turn(
         self, tenant: str, workflow_id: ObjectId, run_id: ObjectId, turn_input: TurnInput
-    ) -> TurnResult:
+    ) -> PreparedTurn:
         for _ in range(CLAIM_ATTEMPTS):
             claim = self._new_claim(turn_input)
             run = await self._runs.claim_for_turn(tenant, run_id, workflow_id, claim)
@@ -209,7 +273,7 @@ class TurnService:
             raise TurnInProgress(f"Run {run_id} is executing another turn.")
         await self._runs.archive_events(run)
         compiled = await self._workflows.compiled(tenant, workflow_id, run.version)
-        return await self._run_claimed(run, compiled, claim)
+        return PreparedTurn(run=run, compiled=compiled, claim=claim)
 
     async def _explain_refused_claim(
         self, tenant: str, workflow_id: ObjectId, run_id: ObjectId
@@ -238,10 +302,14 @@ class TurnService:
             return  # someone else recovered it first
         await self._runs.archive_events(run)
         compiled = await self._workflows.compiled(tenant, run.workflow_id, run.version)
-        await self._run_claimed(run, compiled, run.claim)
+        await self._run_claimed(run, compiled, run.claim, None)
 
     async def _run_claimed(
-        self, run: RunDocument, compiled: CompiledWorkflow, claim: Claim
+        self,
+        run: RunDocument,
+        compiled: CompiledWorkflow,
+        claim: Claim,
+        on_event: EventSink | None,
     ) -> TurnResult:
         turn = run.progress.turn + 1
         options = TurnOptions(
@@ -252,9 +320,25 @@ class TurnService:
             clock=self._clock,
             history_limit=self._settings.history_limit,
             llm=self._llm,
+            on_event=on_event,
         )
         turn_input = TurnInput(message=claim.message, data=claim.data)
-        outcome = await run_turn(compiled, run.progress.engine_state(), turn_input, options)
+        engine = asyncio.ensure_future(
+            run_turn(compiled, run.progress.engine_state(), turn_input, options)
+        )
+        self._in_flight[run.id] = engine
+        watcher = asyncio.create_task(self._watch_claim(run.id, claim.token, engine))
+        try:
+            await asyncio.wait({engine})
+        finally:
+            watcher.cancel()
+            if not engine.done():  # our own caller was cancelled: stop the engine too
+                engine.cancel()
+            if self._in_flight.get(run.id) is engine:
+                del self._in_flight[run.id]
+        if engine.cancelled():  # a stop took the claim: nothing of this turn is stored
+            return await self._answer_after_lost_claim(run, turn)
+        outcome = engine.result()
         progress = RunProgress.after_turn(
             outcome.state,
             turn=turn,
@@ -274,6 +358,23 @@ class TurnService:
         if current.progress.turn < turn:
             raise TurnInProgress(f"Run {run.id} is executing this turn again elsewhere.")
         return TurnResult(run=current, events=current.progress.last_events())
+
+    async def _watch_claim(self, run_id: ObjectId, token: str, engine: asyncio.Future[Any]) -> None:
+        """Cancel ``engine`` once the run's claim is not this turn's any more (a stop, maybe
+        posted to another process); renew the lease of a turn that runs long."""
+        lease = self._settings.lease
+        with contextlib.suppress(asyncio.CancelledError):
+            while not engine.done():
+                await asyncio.sleep(self._settings.claim_poll.total_seconds())
+                claim = await self._runs.current_claim(run_id)
+                if claim is None or claim.token != token:
+                    engine.cancel()
+                    return
+                now = self._clock()
+                expiring = claim.expires_at - now < lease / 2
+                if expiring and not await self._runs.renew_claim(run_id, token, now + lease):
+                    engine.cancel()
+                    return
 
     def _new_claim(self, turn_input: TurnInput) -> Claim:
         return Claim(

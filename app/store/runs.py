@@ -91,6 +91,20 @@ class RunStore:
         )
         return result.matched_count == 1
 
+    async def current_claim(self, run_id: ObjectId) -> Claim | None:
+        """The claim a run holds now (a turn watching for a stop reads only that)."""
+        raw = await self._runs.find_one({"_id": run_id}, {"claim": 1})
+        if raw is None or raw.get("claim") is None:
+            return None
+        return from_document(raw["claim"], Claim)
+
+    async def renew_claim(self, run_id: ObjectId, token: str, expires_at: datetime) -> bool:
+        """Extend a turn's lease while it still holds the claim."""
+        result = await self._runs.update_one(
+            {"_id": run_id, "claim.token": token}, {"$set": {"claim.expires_at": expires_at}}
+        )
+        return result.matched_count == 1
+
     async def replace_progress(self, run: RunDocument, progress: RunProgress) -> bool:
         """Write ``progress`` over ``run`` if nothing changed it since it was read, releasing
         any claim (a stop does this). False if the run changed in between."""
