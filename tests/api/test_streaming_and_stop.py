@@ -203,3 +203,33 @@ async def test_a_turn_whose_stream_is_dropped_completes_and_is_stored(
         assert (await http.get(f"/v1/runs/{run_id}")).json()["variables"][
             "a"
         ] == "one two three four"
+
+
+async def test_a_provider_failure_fails_the_run_and_keeps_it_readable(
+    settings: Settings, database: YieldingDatabase
+) -> None:
+    from app.llm.openai_compatible import OpenAICompatibleClient
+    from tests.llm.fake_openai import fake_openai
+
+    with fake_openai([("status", 401)]) as fake:
+        llm = OpenAICompatibleClient(
+            base_url=fake.base_url,
+            api_key="bad",
+            default_model="m",
+            timeout_seconds=5,
+            max_retries=0,
+        )
+        async with serving(create_app(settings, database=database, llm=llm)) as http:  # type: ignore[arg-type]
+            workflow_id, run_id = await create_chat(http)
+            response = await http.post(
+                f"/v1/workflows/{workflow_id}/execute",
+                json={"run_id": run_id, "run_input": {"message": "hi"}},
+            )
+            assert response.status_code == 200
+            answer = response.json()
+            assert answer["status"] == "failed" and answer["is_terminal"]
+            failure = answer["events"][-1]
+            assert failure["type"] == "run_failed" and failure["data"]["node_id"] == "think"
+            assert "401" in failure["data"]["error"]
+            run = (await http.get(f"/v1/runs/{run_id}")).json()
+            assert run["status"] == "failed" and run["variables"] == {"q": "hi"}
