@@ -366,7 +366,11 @@ class TurnService:
         with contextlib.suppress(asyncio.CancelledError):
             while not engine.done():
                 await asyncio.sleep(self._settings.claim_poll.total_seconds())
-                claim = await self._runs.current_claim(run_id)
+                try:
+                    claim = await self._runs.current_claim(run_id)
+                except Exception:  # MongoDB unreachable for a moment: the commit will tell
+                    logger.warning("could not check the claim of run %s", run_id, exc_info=True)
+                    continue
                 if claim is None or claim.token != token:
                     engine.cancel()
                     return

@@ -10,13 +10,15 @@ from typing import Any
 
 
 class FakeOpenAI:
-    """Each request takes the next behaviour: ("stream", [words]), ("status", code) or
-    ("hang", seconds). Requests are recorded with their JSON bodies."""
+    """Each request takes the next behaviour: ("stream", [words]), ("slow", [words]: one a
+    100 ms), ("status", code) or ("hang", seconds). Requests are recorded with their JSON
+    bodies; ``disconnected`` is set when the client closes a stream before its end."""
 
     def __init__(self, behaviours: list[tuple[str, Any]]) -> None:
         self.behaviours = list(behaviours)
         self.requests: list[dict[str, Any]] = []
         self.base_url = ""
+        self.disconnected = threading.Event()
 
 
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
@@ -48,6 +50,8 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
             for word in value:
+                if kind == "slow":
+                    time.sleep(0.1)
                 chunk = {
                     "id": "c",
                     "object": "chat.completion.chunk",
@@ -55,8 +59,12 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     "model": body["model"],
                     "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
                 }
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
+                try:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    fake.disconnected.set()
+                    return
             usage = {
                 "id": "c",
                 "object": "chat.completion.chunk",

@@ -1,3 +1,6 @@
+import asyncio
+import contextlib
+
 import pytest
 
 from app.config import Settings
@@ -92,3 +95,18 @@ def test_configuration_picks_the_provider() -> None:
         )
     )
     assert isinstance(chosen, OpenAICompatibleClient) and chosen.default_model == "llama3"
+
+
+async def test_an_abandoned_generation_closes_the_connection_to_the_provider() -> None:
+    words = [f"w{i} " for i in range(100)]  # 10 s of generation
+    with fake_openai([("slow", words)]) as fake:
+        first = asyncio.Event()
+        generation = asyncio.create_task(
+            client(fake.base_url).complete(CALL, lambda _: first.set())
+        )
+        await asyncio.wait_for(first.wait(), timeout=5)
+        generation.cancel()  # what a stop does to the turn's engine
+        with contextlib.suppress(asyncio.CancelledError):
+            await generation
+        # The server notices at its next write, 100 ms later.
+        assert await asyncio.to_thread(fake.disconnected.wait, 5)
