@@ -327,11 +327,9 @@ class TurnService:
             run_turn(compiled, run.progress.engine_state(), turn_input, options)
         )
         self._in_flight[run.id] = engine
-        watcher = asyncio.create_task(self._watch_claim(run.id, claim.token, engine))
         try:
-            await asyncio.wait({engine})
+            await self._wait_watching_claim(run.id, claim.token, engine)
         finally:
-            watcher.cancel()
             if not engine.done():  # our own caller was cancelled: stop the engine too
                 engine.cancel()
             if self._in_flight.get(run.id) is engine:
@@ -359,17 +357,30 @@ class TurnService:
             raise TurnInProgress(f"Run {run.id} is executing this turn again elsewhere.")
         return TurnResult(run=current, events=current.progress.last_events())
 
+    async def _wait_watching_claim(
+        self, run_id: ObjectId, token: str, engine: asyncio.Future[Any]
+    ) -> None:
+        """Wait for the engine; if it runs longer than one poll interval, watch the claim."""
+        done, _ = await asyncio.wait({engine}, timeout=self._settings.claim_poll.total_seconds())
+        if done:
+            return  # most turns: no watcher, no extra round trip
+        watcher = asyncio.create_task(self._watch_claim(run_id, token, engine))
+        try:
+            await asyncio.wait({engine})
+        finally:
+            watcher.cancel()
+
     async def _watch_claim(self, run_id: ObjectId, token: str, engine: asyncio.Future[Any]) -> None:
         """Cancel ``engine`` once the run's claim is not this turn's any more (a stop, maybe
         posted to another process); renew the lease of a turn that runs long."""
         lease = self._settings.lease
         with contextlib.suppress(asyncio.CancelledError):
             while not engine.done():
-                await asyncio.sleep(self._settings.claim_poll.total_seconds())
                 try:
                     claim = await self._runs.current_claim(run_id)
                 except Exception:  # MongoDB unreachable for a moment: the commit will tell
                     logger.warning("could not check the claim of run %s", run_id, exc_info=True)
+                    await asyncio.sleep(self._settings.claim_poll.total_seconds())
                     continue
                 if claim is None or claim.token != token:
                     engine.cancel()
@@ -379,6 +390,7 @@ class TurnService:
                 if expiring and not await self._runs.renew_claim(run_id, token, now + lease):
                     engine.cancel()
                     return
+                await asyncio.sleep(self._settings.claim_poll.total_seconds())
 
     def _new_claim(self, turn_input: TurnInput) -> Claim:
         return Claim(
