@@ -360,15 +360,27 @@ class TurnService:
     async def _wait_watching_claim(
         self, run_id: ObjectId, token: str, engine: asyncio.Future[Any]
     ) -> None:
-        """Wait for the engine; if it runs longer than one poll interval, watch the claim."""
-        done, _ = await asyncio.wait({engine}, timeout=self._settings.claim_poll.total_seconds())
-        if done:
-            return  # most turns: no watcher, no extra round trip
-        watcher = asyncio.create_task(self._watch_claim(run_id, token, engine))
+        """Wait for the engine; if it runs longer than one poll interval, watch the claim.
+        Returns normally also when the engine was cancelled by a stop (not by our caller)."""
+        watchers: list[asyncio.Task[None]] = []
+
+        def start_watching() -> None:
+            watchers.append(asyncio.create_task(self._watch_claim(run_id, token, engine)))
+
+        # A timer, not a task: most turns end well within the interval and never need one.
+        timer = asyncio.get_running_loop().call_later(
+            self._settings.claim_poll.total_seconds(), start_watching
+        )
         try:
-            await asyncio.wait({engine})
+            await engine
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not engine.cancelled() or (current is not None and current.cancelling()):
+                raise
         finally:
-            watcher.cancel()
+            timer.cancel()
+            for watcher in watchers:
+                watcher.cancel()
 
     async def _watch_claim(self, run_id: ObjectId, token: str, engine: asyncio.Future[Any]) -> None:
         """Cancel ``engine`` once the run's claim is not this turn's any more (a stop, maybe
