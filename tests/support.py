@@ -68,9 +68,6 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-Hold = Callable[[str, tuple[Any, ...]], bool]
-
-
 class YieldingCollection:
     """Wraps a collection so that each call yields to the event loop before and after it,
     as a real driver does; mongomock-motor never yields, which would hide every race.

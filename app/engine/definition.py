@@ -5,7 +5,7 @@ against (see ``validation.py``); field names and types follow
 ``workflow-language.md``.
 """
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
@@ -148,8 +148,3 @@ def successors(node: Node) -> list[tuple[str, str]]:
             return []
         case _:
             return [("next", node.next)]
-
-
-def as_raw(value: Any) -> Any:
-    """A Struct back into plain JSON-compatible data."""
-    return msgspec.to_builtins(value)
