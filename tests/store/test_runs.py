@@ -153,3 +153,18 @@ async def test_replace_progress_refuses_a_run_that_changed(store: Store) -> None
     await store.runs.insert(run)
     await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock))
     assert not await store.runs.replace_progress(run, progress(run, clock))
+
+
+async def test_a_long_turn_renews_its_lease_only_while_it_holds_the_claim(store: Store) -> None:
+    clock = FakeClock()
+    run = waiting_run(clock)
+    await store.runs.insert(run)
+    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
+    later = clock() + timedelta(seconds=90)
+    assert await store.runs.renew_claim(run.id, "t1", later)
+    current = await store.runs.current_claim(run.id)
+    assert current is not None and current.token == "t1" and current.expires_at == later
+    assert not await store.runs.renew_claim(run.id, "t2", later)
+    await store.runs.commit_turn(run.id, "t1", progress(run, clock))
+    assert await store.runs.current_claim(run.id) is None
+    assert not await store.runs.renew_claim(run.id, "t1", later)
