@@ -114,9 +114,6 @@ class TurnService:
         self._clock = clock
         self._settings = settings
 
-    async def execute(self, tenant: str, workflow_id: ObjectId, request: TurnRequest) -> TurnResult:
-        return await self.complete(await self.prepare(tenant, workflow_id, request))
-
     async def complete(self, turn: PreparedTurn, on_event: EventSink | None = None) -> TurnResult:
         """Run a prepared turn to its end and commit it; ``on_event`` sees it as it happens."""
         if turn.done is not None:
@@ -181,13 +178,12 @@ class TurnService:
                 at=now,
                 data={},
             )
-            progress = RunProgress(
+            # The run keeps its variables, history and node; only the turn's outcome changes.
+            progress = msgspec.structs.replace(
+                run.progress,
                 status=RunStatus.CANCELLED,
                 turn=turn,
-                seq=run.progress.seq + 1,
-                current_node=run.progress.current_node,
-                variables_json=run.progress.variables_json,
-                history_json=run.progress.history_json,
+                seq=event.seq,
                 waiting_for=None,
                 output_json="null",
                 error=None,
@@ -242,19 +238,7 @@ class TurnService:
             revision=0,
             claim=claim,
             created_at=now,
-            progress=RunProgress(
-                status=RunStatus.NOT_STARTED,
-                turn=0,
-                seq=0,
-                current_node=None,
-                variables_json=dump_json(inputs),
-                history_json="[]",
-                waiting_for=None,
-                output_json="null",
-                error=None,
-                last_events_json="",
-                updated_at=now,
-            ),
+            progress=RunProgress.before_first_turn(inputs, now),
         )
         # Inserted before it runs, so that a stop can reach it and a crash cannot lose it.
         await self._runs.insert(run)

@@ -73,6 +73,23 @@ class RunProgress(msgspec.Struct, kw_only=True):
     updated_at: datetime
 
     @classmethod
+    def before_first_turn(cls, inputs: dict[str, Any], now: datetime) -> "RunProgress":
+        """A new run: its variables are the first turn's ``inputs``, nothing has happened."""
+        return cls(
+            status=RunStatus.NOT_STARTED,
+            turn=0,
+            seq=0,
+            current_node=None,
+            variables_json=dump_json(inputs),
+            history_json="[]",
+            waiting_for=None,
+            output_json="null",
+            error=None,
+            last_events_json="",
+            updated_at=now,
+        )
+
+    @classmethod
     def after_turn(
         cls, state: RunState, *, turn: int, seq: int, events: list[Event], now: datetime
     ) -> "RunProgress":
