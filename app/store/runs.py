@@ -28,6 +28,9 @@ from app.store.documents import (
 )
 
 
+_WAITING = sorted(WAITING_STATUSES)  # the statuses a run takes a turn in
+
+
 class RunStore:
     def __init__(self, database: Database) -> None:
         self._runs = database["runs"]
@@ -55,7 +58,7 @@ class RunStore:
                 "_id": run_id,
                 "tenant": tenant,
                 "workflow_id": workflow_id,
-                "progress.status": {"$in": sorted(WAITING_STATUSES)},
+                "progress.status": {"$in": _WAITING},
                 "claim": None,
             },
             {"$set": {"claim": to_document(claim)}, "$inc": {"revision": 1}},
