@@ -27,7 +27,6 @@ from app.store.documents import (
     turn_events_id,
 )
 
-
 _WAITING = sorted(WAITING_STATUSES)  # the statuses a run takes a turn in
 
 
