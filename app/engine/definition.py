@@ -32,6 +32,7 @@ class InputValidation(_Strict):
         None
     )
     max_length: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    ignore_case: bool = False
 
 
 class SwitchCase(_Strict):

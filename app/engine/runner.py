@@ -6,13 +6,17 @@ It never raises for a user's mistake: a template that fails at run time ends
 the run ``failed`` with a sentence that names the node.
 """
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from app.engine.budget import EvaluationBudget, EvaluationLimits
 from app.engine.compiler import CompiledNode, CompiledWorkflow
 from app.engine.definition import (
     EndNode,
@@ -37,10 +41,14 @@ from app.engine.state import (
     WaitingFor,
     WaitKind,
 )
-from app.engine.templating import EvaluationError
+from app.engine.templating import EvaluationError, valid_text
 
 DEFAULT_HISTORY_LIMIT = 200
 DEFAULT_MAX_TURN_TEXT = 4 * 1024 * 1024
+# A long turn (thousands of nodes) gives other requests the event loop this often.
+YIELD_INTERVAL_SECONDS = 0.005
+
+logger = logging.getLogger("tandem")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,7 @@ class TurnOptions:
     clock: Callable[[], datetime]
     history_limit: int = DEFAULT_HISTORY_LIMIT
     max_turn_text: int = DEFAULT_MAX_TURN_TEXT
+    evaluation_limits: EvaluationLimits = field(default_factory=EvaluationLimits)
     llm: LlmClient | None = None
     # Called with every event as it is emitted and every piece of LLM text as it arrives.
     on_event: Callable[[Event | LlmDelta], None] | None = None
@@ -91,6 +100,7 @@ class _Turn:
         self.events: list[Event] = []
         self.steps = 0
         self.text_left = options.max_turn_text
+        self.budget = EvaluationBudget(options.evaluation_limits)
         self._context: dict[str, Any] | None = None
 
     async def run(self) -> TurnOutcome:
@@ -112,10 +122,14 @@ class _Turn:
         state.waiting_for = None
 
         next_id: str | None = node_id
+        slice_started = time.perf_counter()
         while next_id is not None:
             if self.steps >= self.workflow.max_steps_per_turn:
                 self.abort()
                 break
+            if time.perf_counter() - slice_started > YIELD_INTERVAL_SECONDS:
+                await asyncio.sleep(0)  # other requests go on while a long turn runs
+                slice_started = time.perf_counter()
             node = self.workflow.nodes[next_id]
             self.steps += 1
             state.current_node = node.id
@@ -124,6 +138,10 @@ class _Turn:
                 next_id = await self.execute(node, resuming=node.id == resuming and self.steps == 1)
             except EvaluationError as error:
                 self.fail(node.id, f"Node '{node.id}' failed: {error}")
+                next_id = None
+            except Exception:  # a fault of ours must not break the run: it fails, and says so
+                logger.exception("node %s failed unexpectedly", node.id)
+                self.fail(node.id, f"Node '{node.id}' failed: an internal error occurred.")
                 next_id = None
         return TurnOutcome(state=state, events=self.events)
 
@@ -140,12 +158,12 @@ class _Turn:
                 return self.execute_pause(node, spec, resuming=resuming)
             case SwitchNode():
                 for index, case in enumerate(spec.cases):
-                    if node.expressions[f"cases[{index}].when"](self.context()):
+                    if self.evaluate(node, f"cases[{index}].when"):
                         return self.completed(node, case.next)
                 return self.completed(node, spec.default)
             case SetNode():
                 for name in spec.values:
-                    self.assign(name, node.expressions[f"values.{name}"](self.context()))
+                    self.assign(name, self.evaluate(node, f"values.{name}"))
                 return self.completed(node, spec.next)
             case ShowStateNode():
                 keys = spec.keys if spec.keys is not None else list(self.state.variables)
@@ -153,10 +171,7 @@ class _Turn:
                 self.emit("state", node.id, {"values": values})
                 return self.completed(node, spec.next)
             case EndNode():
-                output = {
-                    name: node.expressions[f"output.{name}"](self.context())
-                    for name in spec.output or {}
-                }
+                output = {name: self.evaluate(node, f"output.{name}") for name in spec.output or {}}
                 self.completed(node, None)
                 self.state.status = RunStatus.COMPLETED
                 self.state.output = output
@@ -180,14 +195,14 @@ class _Turn:
             self.wait(node, "message", prompt, choices)
             return None
         message, self.message = self.message, None
-        reason = self.rejection(node, spec, message)
+        value, reason = self.accepted(node, spec, message)
         if reason is not None:
             self.emit("input_rejected", node.id, {"message": message, "reason": reason})
             if spec.retry_prompt is not None:
                 self.say(node.id, self.render(node, "retry_prompt"))
             self.wait(node, "message", prompt, choices)
             return None
-        self.assign(spec.save_as, message)
+        self.assign(spec.save_as, value)
         if spec.save_data_as is not None:
             self.assign(spec.save_data_as, self.data)
         self.remember("user", message)
@@ -239,17 +254,23 @@ class _Turn:
         return self.completed(node, spec.next)
 
     @staticmethod
-    def rejection(node: CompiledNode, spec: InputNode, message: str) -> str | None:
+    def accepted(node: CompiledNode, spec: InputNode, message: str) -> tuple[str, str | None]:
+        """The value to save for ``message`` (a choice as the definition writes it), and
+        the reason it is rejected, if it is."""
         rules = spec.validate
         if rules is None:
-            return None
+            return message, None
         if rules.max_length is not None and len(message) > rules.max_length:
-            return f"must be at most {rules.max_length} characters"
-        if rules.choices is not None and message.strip() not in rules.choices:
-            return "must be one of: " + ", ".join(rules.choices)
-        if node.pattern is not None and node.pattern.search(message) is None:
-            return f"must match the pattern {node.pattern.pattern}"
-        return None
+            return message, f"must be at most {rules.max_length} characters"
+        value = message
+        if rules.choices is not None:
+            choice = _matching_choice(rules.choices, message, ignore_case=rules.ignore_case)
+            if choice is None:
+                return message, "must be one of: " + ", ".join(rules.choices)
+            value = choice
+        if node.pattern is not None and not node.pattern.search(message):
+            return message, f"must match the pattern {node.pattern.source}"
+        return value, None
 
     # What nodes do to the run.
 
@@ -324,17 +345,33 @@ class _Turn:
         return self._context
 
     def render(self, node: CompiledNode, field: str) -> str:
-        text = node.templates[field](self.context())
+        text = node.templates[field](self.context(), self.budget)
         self.spend(text)
         return text
 
+    def evaluate(self, node: CompiledNode, field: str) -> Any:
+        return node.expressions[field](self.context(), self.budget)
+
     def spend(self, text: str) -> None:
-        """Count text against the turn's budget, so that no turn grows a run without bound."""
+        """Count text against the turn's budget, so that no turn grows a run without bound,
+        and refuse text that could not be stored or sent."""
+        valid_text(text)
         self.text_left -= len(text)
         if self.text_left < 0:
             raise EvaluationError(
                 f"the turn produced more than {self.options.max_turn_text} characters of text"
             )
+
+
+def _matching_choice(choices: list[str], message: str, *, ignore_case: bool) -> str | None:
+    """The choice ``message`` names, spaces around it aside."""
+    given = message.strip()
+    for choice in choices:
+        if choice.strip() == given or (
+            ignore_case and choice.strip().casefold() == given.casefold()
+        ):
+            return choice.strip()
+    return None
 
 
 def _type_of(node: CompiledNode) -> str:

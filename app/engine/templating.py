@@ -1,114 +1,137 @@
-"""Jinja2 templates and expressions, run in the sandbox.
+"""Jinja2 templates and expressions, compiled once, run within a turn's budget.
 
-A workflow author's text never reaches Python internals, files or the network:
-everything runs in Jinja2's immutable sandbox, undefined names are errors, and
-the arithmetic that can allocate without bound (``*`` and ``**``) is capped.
+A workflow author's text never reaches Python internals, files or the network,
+and never does more work than the turn's budget allows: everything runs in
+``TandemSandbox`` (see ``sandbox.py``), undefined names are errors, and a
+template's output is counted while it is produced.
 """
 
-import operator
+import functools
+import math
+import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
-from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError, Undefined
+from jinja2.exceptions import TemplateSyntaxError
 
-MAX_SEQUENCE_LENGTH = 1_000_000
-MAX_EXPONENT = 1_000
+from app.engine.budget import EvaluationBudget, EvaluationError, evaluating_with
+from app.engine.sandbox import TandemSandbox
+from app.engine.template_checks import TemplateLimits
+
 MAX_VALUE_DEPTH = 32
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
+__all__ = [
+    "EvaluationError",
+    "Evaluator",
+    "Renderer",
+    "compile_expression",
+    "compile_template",
+    "to_storable",
+    "valid_text",
+]
 
-class EvaluationError(Exception):
-    """A template or expression failed while running; the message is for humans."""
+DEFAULT_TEMPLATE_LIMITS = TemplateLimits()
+_NEWLINES = re.compile(r"\r\n|\r|\n")
 
-
-class _TandemSandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
-        if operator_ == "**":
-            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-                raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
-            return operator.pow(left, right)
-        _check_repetition(left, right)
-        _check_repetition(right, left)
-        return operator.mul(left, right)
-
-
-def _check_repetition(sequence: Any, times: Any) -> None:
-    repeated = isinstance(sequence, str | list | tuple) and isinstance(times, int)
-    if repeated and len(sequence) * times > MAX_SEQUENCE_LENGTH:
-        raise SecurityError(f"the result would be longer than {MAX_SEQUENCE_LENGTH} items")
+Renderer = Callable[[Mapping[str, Any], EvaluationBudget], str]
+Evaluator = Callable[[Mapping[str, Any], EvaluationBudget], Any]
 
 
-_environment = _TandemSandbox(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
-
-Renderer = Callable[[Mapping[str, Any]], str]
-Evaluator = Callable[[Mapping[str, Any]], Any]
+@functools.lru_cache(maxsize=8)
+def sandbox_for(limits: TemplateLimits) -> TandemSandbox:
+    """One environment per set of limits (in practice, one per process)."""
+    return TandemSandbox(limits)
 
 
-def compile_template(source: str) -> Renderer:
-    """Compile a template; raises ``TemplateError`` when it does not parse."""
-    template = _environment.from_string(source)
+def compile_template(source: str, limits: TemplateLimits = DEFAULT_TEMPLATE_LIMITS) -> Renderer:
+    """Compile a template; raises ``TemplateError`` when it does not parse or is refused."""
     if not any(marker in source for marker in ("{{", "{%", "{#")):
-        # Plain text (most prompts) renders the same every time: render it once, here.
-        text = template.render()
-        return lambda _variables: text
+        # Plain text (most prompts) renders to itself, newlines made "\n" as Jinja2 does:
+        # nothing to compile or run.
+        text = _NEWLINES.sub("\n", source)
+        return lambda _variables, _budget: text
+    template = _parsing(lambda: sandbox_for(limits).from_string(source))
 
-    def render(variables: Mapping[str, Any]) -> str:
-        try:
-            return template.render(variables)
-        except TemplateError as error:
-            raise EvaluationError(_describe(error)) from error
-        except Exception as error:  # a filter or operator failed: a user error, not ours
-            raise EvaluationError(_describe(error)) from error
+    def render(variables: Mapping[str, Any], budget: EvaluationBudget) -> str:
+        with evaluating_with(budget):
+            try:
+                chunks: list[str] = []
+                length = 0
+                for chunk in template.root_render_func(template.new_context(dict(variables))):
+                    length += len(chunk)  # counted as it is produced, not afterwards
+                    budget.check_string_length(length)
+                    budget.charge_bytes(len(chunk))
+                    chunks.append(chunk)
+                return "".join(chunks)
+            except EvaluationError:
+                raise
+            except Exception as error:  # a filter or operator failed: a user error, not ours
+                raise EvaluationError(_describe(error)) from error
 
     return render
 
 
-def compile_expression(source: str) -> Evaluator:
-    """Compile an expression that keeps its type; raises ``TemplateError`` when it does not parse."""
-    expression = _environment.compile_expression(source, undefined_to_none=False)
+def compile_expression(source: str, limits: TemplateLimits = DEFAULT_TEMPLATE_LIMITS) -> Evaluator:
+    """Compile an expression that keeps its type; raises ``TemplateError`` when it does not
+    parse or is refused."""
+    expression = _parsing(
+        lambda: sandbox_for(limits).compile_expression(source, undefined_to_none=False)
+    )
 
-    def evaluate(variables: Mapping[str, Any]) -> Any:
-        try:
-            return to_storable(expression(variables))
-        except EvaluationError:
-            raise
-        except Exception as error:
-            raise EvaluationError(_describe(error)) from error
+    def evaluate(variables: Mapping[str, Any], budget: EvaluationBudget) -> Any:
+        with evaluating_with(budget):
+            try:
+                return to_storable(expression(variables))
+            except EvaluationError:
+                raise
+            except Exception as error:
+                raise EvaluationError(_describe(error)) from error
 
     return evaluate
 
 
+_Compiled = TypeVar("_Compiled")
+
+
+def _parsing(compile_: Callable[[], _Compiled]) -> _Compiled:
+    """Jinja2's parser recurses: a source nested deeply enough exhausts the stack."""
+    try:
+        return compile_()
+    except (RecursionError, MemoryError):
+        raise TemplateSyntaxError("nested too deeply to compile", 1) from None
+
+
 def to_storable(value: Any, depth: int = 0) -> Any:
     """Turn a value into plain JSON data that any client reads alike, or explain why not:
-    nesting is bounded, and integers beyond 64 bits (which most JSON clients round) are
-    refused rather than silently changed downstream."""
+    nesting is bounded, numbers are finite, and integers beyond 64 bits (which most JSON
+    clients round) are refused rather than silently changed downstream."""
     if depth > MAX_VALUE_DEPTH:
         raise EvaluationError(f"the value is nested deeper than {MAX_VALUE_DEPTH} levels")
     if isinstance(value, Undefined):
         str(value)  # a StrictUndefined raises its own "'x' is undefined" here
-    if value is None or isinstance(value, bool | float):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise EvaluationError(f"the number {value} is not finite")
         return value
     if isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
             raise EvaluationError("the integer does not fit in 64 bits")
         return value
     if isinstance(value, str):
-        return _valid_text(str(value))
+        return valid_text(str(value))
     if isinstance(value, list | tuple):
         return [to_storable(item, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {_valid_text(str(key)): to_storable(item, depth + 1) for key, item in value.items()}
+        return {valid_text(str(key)): to_storable(item, depth + 1) for key, item in value.items()}
     raise EvaluationError(f"a value of type '{type(value).__name__}' cannot be stored")
 
 
-def _valid_text(text: str) -> str:
+def valid_text(text: str) -> str:
+    """``text`` if it can be stored and sent (UTF-8), else an ``EvaluationError``."""
     try:
         text.encode()
     except UnicodeEncodeError:
@@ -117,7 +140,10 @@ def _valid_text(text: str) -> str:
 
 
 def _describe(error: Exception) -> str:
-    message = str(error) or type(error).__name__
     if isinstance(error, ZeroDivisionError):
         return "division by zero"
-    return message
+    if isinstance(error, RecursionError):
+        return "calls nested too deeply (a macro that calls itself without end?)"
+    if isinstance(error, TemplateError):
+        return error.message or type(error).__name__
+    return str(error) or type(error).__name__

@@ -1,6 +1,7 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.budget import EvaluationLimits
 from app.engine.compiler import compile_workflow
 from app.engine.llm import LlmClient
 from app.engine.runner import TurnOptions, TurnOutcome, run_turn
@@ -16,6 +17,7 @@ class Conversation:
     variables: dict[str, Any] = field(default_factory=dict)
     history_limit: int = 200
     llm: LlmClient | None = None
+    evaluation_limits: EvaluationLimits = field(default_factory=EvaluationLimits)
 
     def __post_init__(self) -> None:
         self.workflow = compile_workflow(self.definition)
@@ -34,6 +36,7 @@ class Conversation:
             clock=self.clock,
             history_limit=self.history_limit,
             llm=self.llm,
+            evaluation_limits=self.evaluation_limits,
         )
         outcome = await run_turn(
             self.workflow, self.state, TurnInput(message=message, data=data), options

@@ -1,10 +1,11 @@
 import json
+import time
 from importlib import resources
 from typing import Any
 
 import pytest
 
-from app.engine.compiler import InvalidDefinition, compile_workflow
+from app.engine.compiler import DefinitionLimits, InvalidDefinition, compile_workflow
 from tests.support import BOOKING, flow
 
 END = ("end", {"type": "end"})
@@ -155,3 +156,77 @@ def test_unreachable_nodes_are_problems_even_behind_a_broken_node() -> None:
     found = problems(definition)
     assert "nodes.b" not in found
     assert "not reachable" in found["nodes.orphan"]
+
+
+def message_flow(text: str) -> dict[str, Any]:
+    return flow(("say", {"type": "message", "text": text, "next": "end"}), END)
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ " + "(" * 80 + "1" + ")" * 80 + " }}", "nested"),
+        ("{% for i in x %}" * 21 + "{% endfor %}" * 21, "nested more than"),
+        ("{% if x %}" * 100 + "{% endif %}" * 100, "nested more than"),
+        ("{{ a" + ".b" * 2000 + " }}", "nested more than"),
+        ("{{ " + "[" * 5000 + "]" * 5000 + " }}", "nested"),
+        ("{% include 'other' %}", "cannot include"),
+        ("{% extends 'base' %}", "cannot extend"),
+        ("{% import 'macros' as m %}", "cannot import"),
+        ("{% block b %}{% endblock %}", "blocks are not supported"),
+        ("{% for x in y recursive %}{{ loop(x) }}{% endfor %}", "recursive loops"),
+    ],
+)
+def test_templates_that_cannot_be_bounded_are_refused_with_their_path(
+    template: str, reason: str
+) -> None:
+    found = problems(message_flow(template))
+    assert list(found) == ["nodes.say.text"]
+    assert reason in found["nodes.say.text"]
+
+
+def test_deeply_nested_expressions_are_refused_with_their_path() -> None:
+    definition = flow(
+        ("calc", {"type": "set", "values": {"x": "(" * 80 + "1" + ")" * 80}, "next": "end"}), END
+    )
+    found = problems(definition)
+    assert list(found) == ["nodes.calc.values.x"]
+
+
+def test_publishing_never_evaluates_the_definition() -> None:
+    # Jinja2 folds constants while compiling unless told not to: this took 27 s and 660 MB.
+    started = time.perf_counter()
+    compile_workflow(message_flow("{{ [1] | slice(30000000) | list | length }}"))
+    compile_workflow(message_flow("{{ ((10**1000)**1000)**10 }}"))
+    assert time.perf_counter() - started < 1.0
+
+
+def test_the_total_template_source_of_a_definition_is_bounded() -> None:
+    nodes = {
+        f"n{i}": {"type": "message", "text": "{{ a }} " * 1000, "next": f"n{i + 1}"}
+        for i in range(20)
+    }
+    nodes["n20"] = {"type": "end"}
+    started = time.perf_counter()
+    found = problems({"start": "n0", "nodes": nodes})
+    assert time.perf_counter() - started < 1.0  # refused before compiling anything
+    assert list(found) == ["nodes"]
+    assert "160000 characters" in found["nodes"] and "131072" in found["nodes"]
+    limits = DefinitionLimits(max_source_characters=200_000)
+    assert compile_workflow({"start": "n0", "nodes": nodes}, limits).start == "n0"
+
+
+def test_patterns_run_in_linear_time_and_backtracking_features_are_refused() -> None:
+    ask = {"type": "input", "save_as": "x", "next": "end"}
+    refused = problems(flow(("ask", {**ask, "validate": {"pattern": "^(a)\\1$"}}), END))
+    assert list(refused) == ["nodes.ask.validate.pattern"]
+    assert "bad regular expression" in refused["nodes.ask.validate.pattern"]
+    lookbehind = problems(flow(("ask", {**ask, "validate": {"pattern": "(?<=a)b"}}), END))
+    assert list(lookbehind) == ["nodes.ask.validate.pattern"]
+    compiled = compile_workflow(flow(("ask", {**ask, "validate": {"pattern": "^(a+)+$"}}), END))
+    pattern = compiled.nodes["ask"].pattern
+    assert pattern is not None
+    started = time.perf_counter()
+    assert not pattern.search("a" * 30_000 + "!")  # Python's re: longer than the universe
+    assert pattern.search("a" * 30_000)
+    assert time.perf_counter() - started < 0.5

@@ -1,4 +1,7 @@
+import json
 from collections.abc import Callable
+from importlib import resources
+from typing import Any
 
 from app.engine.llm import LlmCall, LlmError, LlmReply
 from app.engine.state import RunStatus
@@ -365,3 +368,58 @@ async def test_a_provider_failure_fails_the_run_naming_the_node() -> None:
     assert outcome.events[-1].type == "run_failed"
     assert outcome.events[-1].data["node_id"] == "think"
     assert "401: bad key" in outcome.events[-1].data["error"]
+
+
+def choosing(**validate: Any) -> dict[str, Any]:
+    return flow(
+        ("ask", {"type": "input", "save_as": "size", "next": "route", "validate": validate}),
+        (
+            "route",
+            {
+                "type": "switch",
+                "cases": [{"when": "size == 'large'", "next": "big"}],
+                "default": "small",
+            },
+        ),
+        ("big", {"type": "end", "output": {"size": "size", "route": "'big'"}}),
+        ("small", {"type": "end", "output": {"size": "size", "route": "'small'"}}),
+    )
+
+
+async def test_a_choice_is_stored_as_the_definition_writes_it() -> None:
+    chat = Conversation(choosing(choices=["small", "large"]))
+    await chat.send()
+    outcome = await chat.send("  large ")
+    assert outcome.state.output == {"size": "large", "route": "big"}
+    received = [e for e in outcome.events if e.type == "input_received"]
+    assert received[0].data == {"message": "  large "}  # what the user sent, as sent
+
+
+async def test_choices_are_case_sensitive_unless_told_otherwise() -> None:
+    strict = Conversation(choosing(choices=["small", "large"]))
+    await strict.send()
+    rejected = await strict.send("LARGE")
+    assert [e.type for e in rejected.events if e.type.startswith("input")] == ["input_rejected"]
+    relaxed = Conversation(choosing(choices=["small", "large"], ignore_case=True))
+    await relaxed.send()
+    outcome = await relaxed.send(" Large")
+    assert outcome.state.output == {"size": "large", "route": "big"}
+
+
+async def test_ignore_case_applies_to_the_pattern_too() -> None:
+    chat = Conversation(choosing(pattern="^(small|large)$", ignore_case=True))
+    await chat.send()
+    outcome = await chat.send("LARGE")
+    assert outcome.state.status == RunStatus.COMPLETED
+    assert outcome.state.output == {"size": "LARGE", "route": "small"}
+
+
+async def test_support_triage_routes_a_choice_with_spaces_around_it() -> None:
+    spec = json.loads(resources.files("app.examples").joinpath("support_triage.json").read_text())
+    chat = Conversation(spec["definition"])
+    await chat.send()
+    await chat.send("  Bug ")
+    await chat.send("3")
+    outcome = await chat.send("It crashes.")
+    assert outcome.state.variables["area"] == "bug"
+    assert outcome.state.variables["priority"] == "high"

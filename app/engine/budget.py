@@ -1,0 +1,165 @@
+"""The evaluation budget: how much work a turn's templates and expressions may do.
+
+A definition is code from a tenant that runs inside the one server process, so
+every turn carries a budget, counted in work done rather than in seconds (the
+same turn fails at the same place on any machine, under any load):
+
+- ``work``: loop iterations (weighted by the size of the loop's body), calls,
+  filters and operators, and items of the collections they go through;
+- ``produced_bytes``: the size of the strings and collections they produce,
+  rendered output included, counted while it is produced, not afterwards;
+- single values are bounded too: strings, collections and integers that would
+  exceed their limit are refused *before* they are built.
+
+A turn that exceeds its budget ends ``failed``, naming the node and the limit.
+"""
+
+import contextlib
+import math
+import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+# What things cost, in units of work. A unit is about 50 ns of one core here (measured
+# with scripts/hostile.py's cases): the default budget is about 100 ms of evaluation.
+WORK_PER_SYNTAX_NODE = 1  # evaluating one node of a template's syntax tree
+WORK_PER_ITERATION = 4  # one item of a for loop, besides its body
+WORK_PER_OPERATOR = 4  # an arithmetic operator or a comparison
+WORK_PER_CALL = 10  # a function, method, filter or test
+WORK_PER_MACRO_RUN = 200  # a macro or call block, besides its body
+# Strings are processed in C, hundreds of times faster than an interpreted step:
+# a character costs this fraction of a unit of work.
+CHARACTERS_PER_WORK_UNIT = 256
+# What one item of a new collection costs in memory, on average, besides its own size.
+BYTES_PER_ITEM = 64
+
+
+class EvaluationError(Exception):
+    """A template or expression failed while running; the message is for humans."""
+
+
+class BudgetExceeded(EvaluationError):
+    """A turn's templates and expressions did more work, or built larger values, than
+    its limits allow; ``limit`` names the setting."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(f"{message} (limit {limit})")
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationLimits:
+    """The limits of one turn's evaluation (README, "Limits"); every one is configurable."""
+
+    max_work: int = 1_000_000
+    max_produced_bytes: int = 32 * 1024 * 1024
+    max_string_length: int = 1_000_000
+    max_collection_length: int = 100_000
+    max_integer_bits: int = 4_096
+
+
+class EvaluationBudget:
+    """What is left of a turn's limits; templates and expressions charge it as they run."""
+
+    __slots__ = ("bytes_left", "limits", "work_left")
+
+    def __init__(self, limits: EvaluationLimits) -> None:
+        self.limits = limits
+        self.work_left = limits.max_work
+        self.bytes_left = limits.max_produced_bytes
+
+    def charge_work(self, units: int) -> None:
+        self.work_left -= units
+        if self.work_left < 0:
+            raise BudgetExceeded(
+                f"the turn's templates and expressions did more than "
+                f"{self.limits.max_work} units of work",
+                "max_work",
+            )
+
+    def charge_bytes(self, size: int) -> None:
+        self.bytes_left -= size
+        if self.bytes_left < 0:
+            raise BudgetExceeded(
+                f"the turn's templates and expressions produced more than "
+                f"{self.limits.max_produced_bytes} bytes",
+                "max_produced_bytes",
+            )
+
+    def charge_value(self, value: Any) -> Any:
+        """Check and charge a value just produced by an operation; returns it unchanged."""
+        if isinstance(value, str):
+            self.check_string_length(len(value))
+            self.charge_work(1 + len(value) // CHARACTERS_PER_WORK_UNIT)
+            self.charge_bytes(sys.getsizeof(value))
+        elif isinstance(value, list | tuple | dict | set | frozenset):
+            self.check_collection_length(len(value))
+            self.charge_work(1 + len(value))
+            self.charge_bytes(BYTES_PER_ITEM * len(value))
+        elif isinstance(value, bool):
+            self.charge_work(1)
+        elif isinstance(value, int):
+            self.check_integer_bits(value.bit_length())
+            self.charge_work(1)
+        elif isinstance(value, float):
+            check_finite(value)
+            self.charge_work(1)
+        else:
+            self.charge_work(1)
+        return value
+
+    def check_string_length(self, length: int) -> None:
+        if length > self.limits.max_string_length:
+            raise BudgetExceeded(
+                f"a string of {length} characters is longer than {self.limits.max_string_length}",
+                "max_string_length",
+            )
+
+    def check_collection_length(self, length: int) -> None:
+        if length > self.limits.max_collection_length:
+            raise BudgetExceeded(
+                f"a collection of {length} items is longer than "
+                f"{self.limits.max_collection_length}",
+                "max_collection_length",
+            )
+
+    def check_integer_bits(self, bits: int) -> None:
+        if bits > self.limits.max_integer_bits:
+            raise BudgetExceeded(
+                f"an integer of {bits} bits is larger than {self.limits.max_integer_bits} bits",
+                "max_integer_bits",
+            )
+
+    def counted(self, items: Any, cost_per_item: int) -> Iterator[Any]:
+        """Iterate ``items``, charging ``cost_per_item`` units of work for each one."""
+        for item in items:
+            self.charge_work(cost_per_item)
+            yield item
+
+
+def check_finite(value: float) -> None:
+    if not math.isfinite(value):
+        raise EvaluationError(f"the number {value} is not finite")
+
+
+_current: ContextVar[EvaluationBudget | None] = ContextVar("evaluation_budget", default=None)
+
+
+def current_budget() -> EvaluationBudget:
+    """The budget of the evaluation running now (see ``evaluating_with``)."""
+    budget = _current.get()
+    if budget is None:  # a template ran outside a turn: a bug, never unbounded work
+        raise RuntimeError("a template or expression ran without an evaluation budget")
+    return budget
+
+
+@contextlib.contextmanager
+def evaluating_with(budget: EvaluationBudget) -> Iterator[None]:
+    """Make ``budget`` the one that templates and expressions charge while inside."""
+    token = _current.set(budget)
+    try:
+        yield
+    finally:
+        _current.reset(token)

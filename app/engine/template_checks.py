@@ -1,0 +1,137 @@
+"""What a template may contain, and the budget charges woven into it before it compiles.
+
+A template's syntax tree is checked before Jinja2 turns it into Python: how deeply
+it nests (deep trees exhaust the parser's and Python's own stacks), and no
+statement that needs a template loader or recurses without bound. Then every
+place where a template can repeat work gets a charge against the turn's budget:
+
+- a ``for`` loop goes through ``environment.tandem_iterate``, which charges each
+  item with the size of the loop's body (and its literal text);
+- a macro or a ``call`` block charges its body's size each time it runs;
+- ``~`` concatenation goes through ``environment.tandem_concat``, which refuses a
+  result longer than the string limit before building it;
+- comparisons go through ``environment.tandem_compare``, which charges what they
+  scan (``x in a_long_list`` is as much work as a loop over it).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from jinja2 import nodes
+from jinja2.exceptions import TemplateSyntaxError
+from jinja2.visitor import NodeTransformer
+
+from app.engine.budget import WORK_PER_ITERATION, WORK_PER_MACRO_RUN, WORK_PER_SYNTAX_NODE
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateLimits:
+    """Limits on a template's shape, checked when a definition is published."""
+
+    max_nesting_depth: int = 48
+    max_nested_blocks: int = 8
+
+
+_REFUSED_STATEMENTS: dict[type[nodes.Node], str] = {
+    nodes.Extends: "templates cannot extend other templates",
+    nodes.Include: "templates cannot include other templates",
+    nodes.Import: "templates cannot import other templates",
+    nodes.FromImport: "templates cannot import other templates",
+    nodes.Block: "blocks are not supported (there is no template inheritance)",
+}
+# Statements that Python compiles into nested blocks (CPython allows 20 of them).
+_BLOCK_STATEMENTS = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.With)
+
+
+def check_template(tree: nodes.Template, limits: TemplateLimits) -> None:
+    """Raise ``TemplateSyntaxError`` for what a template may not contain. Iterative, so
+    that any depth is measured without recursion."""
+    stack: list[tuple[nodes.Node, int, int]] = [(tree, 1, 0)]
+    while stack:
+        node, depth, blocks = stack.pop()
+        if depth > limits.max_nesting_depth:
+            raise TemplateSyntaxError(
+                f"nested more than {limits.max_nesting_depth} levels deep", node.lineno
+            )
+        refused = _REFUSED_STATEMENTS.get(type(node))
+        if refused is not None:
+            raise TemplateSyntaxError(refused, node.lineno)
+        if isinstance(node, nodes.For) and node.recursive:
+            raise TemplateSyntaxError("recursive loops are not supported", node.lineno)
+        if isinstance(node, _BLOCK_STATEMENTS):
+            blocks += 1
+            if blocks > limits.max_nested_blocks:
+                raise TemplateSyntaxError(
+                    f"loops, macros and blocks are nested more than "
+                    f"{limits.max_nested_blocks} deep",
+                    node.lineno,
+                )
+        stack.extend((child, depth + 1, blocks) for child in node.iter_child_nodes())
+
+
+def instrument(tree: nodes.Template) -> nodes.Template:
+    """Weave the budget's charges into a checked template (see the module docstring)."""
+    result = _Instrumenter().visit(tree)
+    assert isinstance(result, nodes.Template)
+    return result
+
+
+class _Instrumenter(NodeTransformer):
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        work, literal = _cost(WORK_PER_ITERATION, node.body, node.test)
+        self.generic_visit(node)
+        iterable = node.iter
+        assert isinstance(iterable, nodes.Expr)
+        node.iter = _hook("tandem_iterate", iterable, nodes.Const(work), nodes.Const(literal))
+        return node
+
+    def visit_Macro(self, node: nodes.Macro) -> nodes.Node:
+        return self._charge_each_run(node)
+
+    def visit_CallBlock(self, node: nodes.CallBlock) -> nodes.Node:
+        return self._charge_each_run(node)
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return _hook("tandem_concat", *node.nodes)
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
+        self.generic_visit(node)
+        operands: list[nodes.Expr] = [node.expr]
+        for operand in node.ops:
+            operands += [nodes.Const(operand.op), operand.expr]
+        return _hook("tandem_compare", *operands)
+
+    def _charge_each_run(self, node: nodes.Macro | nodes.CallBlock) -> nodes.Node:
+        work, literal = _cost(WORK_PER_MACRO_RUN, node.body)
+        self.generic_visit(node)
+        charge = _hook("tandem_charge", nodes.Const(work), nodes.Const(literal))
+        node.body.insert(0, nodes.ExprStmt(charge, lineno=node.lineno))
+        return node
+
+
+def _hook(name: str, *args: nodes.Expr) -> nodes.Call:
+    return nodes.Call(nodes.EnvironmentAttribute(name), list(args), [], None, None)
+
+
+def _cost(base: int, *parts: list[nodes.Node] | nodes.Node | None) -> tuple[int, int]:
+    """The work of running ``parts`` once, besides ``base``, and their literal text."""
+    work, literal = base, 0
+    for node in _walk(parts):
+        work += WORK_PER_SYNTAX_NODE
+        if isinstance(node, nodes.TemplateData):
+            literal += len(node.data)
+    return work, literal
+
+
+def _walk(parts: tuple[list[nodes.Node] | nodes.Node | None, ...]) -> Iterator[nodes.Node]:
+    stack: list[nodes.Node] = []
+    for part in parts:
+        if isinstance(part, list):
+            stack.extend(part)
+        elif part is not None:
+            stack.append(part)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.iter_child_nodes())

@@ -1,0 +1,199 @@
+"""A hostile definition cannot stall a turn or exhaust memory: each attack ends the run
+``failed`` with a ``run_failed`` that names the node and the limit, quickly."""
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from app.engine.budget import EvaluationLimits
+from app.engine.state import RunStatus
+from tests.engine.helpers import Conversation, texts
+
+END = ("end", {"type": "end"})
+
+
+def saying(text: str) -> dict[str, Any]:
+    return {
+        "start": "say",
+        "nodes": {"say": {"type": "message", "text": text, "next": "end"}, "end": {"type": "end"}},
+    }
+
+
+def setting(expression: str) -> dict[str, Any]:
+    return {
+        "start": "calc",
+        "nodes": {
+            "calc": {"type": "set", "values": {"x": expression}, "next": "end"},
+            "end": {"type": "end", "output": {"x": "x"}},
+        },
+    }
+
+
+async def failure_of(definition: dict[str, Any], **conversation: Any) -> str:
+    """Run a first turn that must fail; the run_failed error."""
+    started = time.perf_counter()
+    outcome = await Conversation(definition, **conversation).send()
+    elapsed = time.perf_counter() - started
+    assert outcome.state.status == RunStatus.FAILED, outcome.events
+    failed = outcome.events[-1]
+    assert failed.type == "run_failed"
+    assert failed.data["node_id"] == failed.node_id
+    # A bound, not a benchmark: unbounded, each of these runs for seconds or minutes.
+    assert elapsed < 2.0
+    error: str = failed.data["error"]
+    assert error.startswith(f"Node '{failed.node_id}' failed: ")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("template", "limit"),
+    [
+        (
+            "{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+            "max_work",
+        ),
+        ("{% for i in range(2000) %}{{ 'a' * 1000000 }}{% endfor %}", "max_string_length"),
+        ("{% for i in range(2000) %}{{ 'a' * 900000 }}{% endfor %}", "max_string_length"),
+        ("{{ [1] | slice(30000000) | list | length }}", "max_collection_length"),
+        (
+            "{% set ns = namespace(x='a') %}{% for i in range(40) %}"
+            "{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x | length }}",
+            "max_string_length",
+        ),
+        ("{{ 'a' | center(10**9) }}", "max_string_length"),
+        ("{{ 'a'.ljust(10**9) }}", "max_string_length"),
+        ("{{ '%999999999d' % 1 }}", "max_string_length"),
+        ("{{ '%s' | format('a' * 999999) ~ 'bc' }}", "max_string_length"),
+        ("{% set x = 'a' * 1000 %}{{ x | replace('', x) | length }}", "max_string_length"),
+        ("{% set x = 'a' * 1001 %}{{ x.replace('a', x) | length }}", "max_string_length"),
+        ("{{ ('ab' * 50000) | list | join('x' * 1000) }}", "max_string_length"),
+        (
+            "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+            "{{ f(25) }}",
+            "max_work",
+        ),
+        (
+            "{% set l = range(100000) | list %}{% for i in range(100000) %}"
+            "{% if i in l %}{% endif %}{% endfor %}",
+            "max_work",
+        ),
+        ("{{ ((10**1000)**1000)**10 > 0 }}", "max_integer_bits"),
+        (
+            "{% set x %}{% for i in range(100000) %}" + "a" * 60000 + "{% endfor %}{% endset %}",
+            "max_produced_bytes",
+        ),
+        (
+            "{% set big = 'a' * 1000000 %}{% set x %}{% for i in range(100000) %}{{ big }}"
+            "{% endfor %}{% endset %}",
+            "max_produced_bytes",
+        ),
+        ("{% set big = 'a' * 100000 %}{{ [big] * 100000 }}", "max_string_length"),
+        ("{% set big = 'a' * 100000 %}{{ ([big] * 10000) | tojson }}", "max_string_length"),
+        ("{{ ('a ' * 500000).split() | length }}", "max_collection_length"),
+        (
+            "{% set l = [range(1000) | list] * 1000 %}{{ l | sum(start=[]) | length }}",
+            "max_collection_length",
+        ),
+    ],
+)
+async def test_hostile_templates_fail_the_run_naming_the_limit(template: str, limit: str) -> None:
+    error = await failure_of(saying(template))
+    assert f"(limit {limit})" in error
+
+
+async def test_the_budget_is_per_turn_across_nodes() -> None:
+    # Each render is small, but the turn renders 2,000 of them: together they exceed the work.
+    heavy = "{% for i in range(2000) %}{{ i }}{% endfor %}"
+    definition = {
+        "start": "say",
+        "limits": {"max_steps_per_turn": 10000},
+        "nodes": {"say": {"type": "message", "text": heavy, "next": "say"}},
+    }
+    error = await failure_of(definition)
+    assert "(limit max_work)" in error
+
+
+async def test_limits_are_configurable() -> None:
+    template = "{% for i in range(300) %}{{ i }}{% endfor %}"
+    outcome = await Conversation(saying(template)).send()
+    assert outcome.state.status == RunStatus.COMPLETED
+    tight = EvaluationLimits(max_work=1_000)
+    assert "(limit max_work)" in await failure_of(saying(template), evaluation_limits=tight)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{{ range }}", "'range' is a function"),
+        ("{{ joiner() }}", "a value of type 'Joiner' cannot be shown"),
+        ("{{ 'x'.upper }}", "'upper' is a function"),
+        ("{{ [1, 2] | map('string') }}", "apply |list first"),
+        ("{{ range(3) }}", "apply |list first"),
+        ("{{ {'a': range} }}", "'range' is a function"),
+        ("{{ lipsum(n=20000) }}", "'lipsum' is undefined"),
+        ("{{ '{:>999999999}'.format(1) }}", "str.format is not available"),
+        ("{{ ''.__class__ }}", "unsafe"),
+        ("{{ 'x'.encode() }}", "cannot be called"),
+        ("{{ '\ud800' }}", "lone surrogate"),
+        ("{{ 1e308 * 10 }}", "not finite"),
+        ("{{ 'inf' | float }}", "not finite"),
+    ],
+)
+async def test_python_objects_never_reach_a_user(template: str, message: str) -> None:
+    assert message in await failure_of(saying(template))
+
+
+async def test_non_finite_numbers_are_a_runtime_error_naming_the_node() -> None:
+    error = await failure_of(setting("1e308 * 10"))
+    assert error == "Node 'calc' failed: the number inf is not finite"
+    assert "not finite" in await failure_of(setting("'nan' | float"))
+
+
+async def test_ordinary_templates_still_work() -> None:
+    template = (
+        "{% set ns = namespace(total=0) %}{% for item in items if item.n > 1 %}"
+        "{% set ns.total = ns.total + item.n %}{{ loop.index }}:{{ item.name | upper }} "
+        "{% endfor %}= {{ ns.total }}; {{ items | map(attribute='name') | join(', ') }}; "
+        "{{ '%05.1f' | format(3.14159) }}; {{ 'a-b'.split('-') }}; {{ {'k': [1, 2.5, none]} }}"
+        "{% macro twice(x) %}{{ x }}{{ x }}{% endmacro %}; {{ twice('ab') }}"
+    )
+    items = [{"name": "tea", "n": 2}, {"name": "jam", "n": 1}, {"name": "bun", "n": 3}]
+    outcome = await Conversation(saying(template), variables={"items": items}).send()
+    assert texts(outcome.events) == [
+        "1:TEA 2:BUN = 5; tea, jam, bun; 003.1; ['a', 'b']; {'k': [1, 2.5, None]}; abab"
+    ]
+
+
+async def test_a_long_legal_turn_gives_the_event_loop_away() -> None:
+    # 10,000 steps of a legal loop: other tasks must get the loop while it runs.
+    definition = {
+        "start": "count",
+        "limits": {"max_steps_per_turn": 10000},
+        "nodes": {
+            "count": {"type": "set", "values": {"n": "(n | default(0)) + 1"}, "next": "check"},
+            "check": {
+                "type": "switch",
+                "cases": [{"when": "n >= 4999", "next": "end"}],
+                "default": "count",
+            },
+            "end": {"type": "end", "output": {"n": "n"}},
+        },
+    }
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    outcome = await Conversation(definition).send()
+    done = True
+    await ticking
+    assert outcome.state.status == RunStatus.COMPLETED
+    assert outcome.state.output == {"n": 4999}
+    assert ticks > 1
