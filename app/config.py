@@ -7,6 +7,10 @@ from datetime import timedelta
 
 import msgspec
 
+from app.engine.budget import EvaluationLimits
+from app.engine.compiler import DefinitionLimits
+from app.engine.template_checks import TemplateLimits
+
 DEV_TENANT = "dev"
 
 
@@ -32,6 +36,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     llm_max_retries: int = 2
     echo_delay_ms: float = 0.0
     cancel_poll_ms: float = 250.0
+    max_turn_recoveries: int = 2
+    evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
+    definitions: DefinitionLimits = msgspec.field(default_factory=DefinitionLimits)
 
     @property
     def embedded(self) -> bool:
@@ -64,17 +71,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             dev_key=dev_key,
             examples_tenant=examples_tenant,
             lease_seconds=_number(env, "TANDEM_LEASE_SECONDS", 30.0),
-            max_body_bytes=int(_number(env, "TANDEM_MAX_BODY_BYTES", 1024 * 1024)),
-            max_message_bytes=int(_number(env, "TANDEM_MAX_MESSAGE_BYTES", 32 * 1024)),
-            history_limit=int(_number(env, "TANDEM_HISTORY_LIMIT", 200)),
+            max_body_bytes=_whole(env, "TANDEM_MAX_BODY_BYTES", 1024 * 1024),
+            max_message_bytes=_whole(env, "TANDEM_MAX_MESSAGE_BYTES", 32 * 1024),
+            history_limit=_whole(env, "TANDEM_HISTORY_LIMIT", 200),
             llm_provider=_llm_provider(env),
             llm_base_url=env.get("TANDEM_LLM_BASE_URL") or None,
             llm_api_key=env.get("TANDEM_LLM_API_KEY") or None,
             llm_model=env.get("TANDEM_LLM_MODEL") or "gpt-4o-mini",
             llm_timeout_seconds=_number(env, "TANDEM_LLM_TIMEOUT_SECONDS", 60.0),
-            llm_max_retries=int(_number(env, "TANDEM_LLM_MAX_RETRIES", 2, allow_zero=True)),
+            llm_max_retries=_whole(env, "TANDEM_LLM_MAX_RETRIES", 2, allow_zero=True),
             echo_delay_ms=_number(env, "TANDEM_ECHO_DELAY_MS", 0.0, allow_zero=True),
             cancel_poll_ms=_number(env, "TANDEM_CANCEL_POLL_MS", 250.0),
+            max_turn_recoveries=_whole(env, "TANDEM_MAX_TURN_RECOVERIES", 2, allow_zero=True),
+            evaluation=_evaluation_limits(env),
+            definitions=_definition_limits(env),
         )
 
 
@@ -98,6 +108,43 @@ def _llm_provider(env: Mapping[str, str]) -> str:
         return named
     configured = env.get("TANDEM_LLM_BASE_URL") or env.get("TANDEM_LLM_API_KEY")
     return "openai" if configured else "echo"
+
+
+def _evaluation_limits(env: Mapping[str, str]) -> EvaluationLimits:
+    """``TANDEM_MAX_WORK`` and the other limits of one turn's evaluation."""
+    default = EvaluationLimits()
+    return EvaluationLimits(
+        max_work=_whole(env, "TANDEM_MAX_WORK", default.max_work),
+        max_produced_bytes=_whole(env, "TANDEM_MAX_PRODUCED_BYTES", default.max_produced_bytes),
+        max_string_length=_whole(env, "TANDEM_MAX_STRING_LENGTH", default.max_string_length),
+        max_collection_length=_whole(
+            env, "TANDEM_MAX_COLLECTION_LENGTH", default.max_collection_length
+        ),
+        max_integer_bits=_whole(env, "TANDEM_MAX_INTEGER_BITS", default.max_integer_bits),
+    )
+
+
+def _definition_limits(env: Mapping[str, str]) -> DefinitionLimits:
+    """``TANDEM_MAX_TEMPLATE_CHARACTERS`` and ``TANDEM_MAX_TEMPLATE_NESTING``."""
+    default = DefinitionLimits()
+    return DefinitionLimits(
+        max_source_characters=_whole(
+            env, "TANDEM_MAX_TEMPLATE_CHARACTERS", default.max_source_characters
+        ),
+        template=TemplateLimits(
+            max_nesting_depth=_whole(
+                env, "TANDEM_MAX_TEMPLATE_NESTING", default.template.max_nesting_depth
+            ),
+            max_nested_blocks=default.template.max_nested_blocks,
+        ),
+    )
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False) -> int:
+    value = _number(env, name, default, allow_zero=allow_zero)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, not {env[name]!r}")
+    return int(value)
 
 
 def _number(

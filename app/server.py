@@ -50,7 +50,7 @@ def create_app(
             db = connection.database
         store = Store(db)
         await store.ensure_indexes()
-        workflows = WorkflowService(store.workflows, clock)
+        workflows = WorkflowService(store.workflows, clock, settings.definitions)
         app.state.store = store
         app.state.settings = settings
         app.state.workflows = workflows
@@ -63,6 +63,8 @@ def create_app(
                 history_limit=settings.history_limit,
                 max_message_bytes=settings.max_message_bytes,
                 claim_poll=timedelta(milliseconds=settings.cancel_poll_ms),
+                max_turn_recoveries=settings.max_turn_recoveries,
+                evaluation_limits=settings.evaluation,
             ),
             llm or build_llm_client(settings),
         )
@@ -72,6 +74,7 @@ def create_app(
             yield
         finally:
             await app.state.turns.drain()
+            workflows.close()
             if connection is not None:
                 await connection.close()
 

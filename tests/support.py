@@ -100,7 +100,18 @@ class YieldingDatabase:
         self._database = database
         self._gate = asyncio.Event()
         self._holds: list[tuple[str, str, Callable[[tuple[Any, ...]], bool]]] = []
+        self._faults: list[tuple[str, str, Callable[[tuple[Any, ...]], bool], Exception]] = []
         self.waiting = 0
+
+    def fail_once(
+        self,
+        collection: str,
+        method: str,
+        when: Callable[[tuple[Any, ...]], bool],
+        error: Exception,
+    ) -> None:
+        """The next matching call raises ``error`` instead of reaching the database."""
+        self._faults.append((collection, method, when, error))
 
     def hold(
         self, collection: str, method: str, when: Callable[[tuple[Any, ...]], bool] = lambda _: True
@@ -114,6 +125,11 @@ class YieldingDatabase:
         self._gate.set()
 
     async def pass_gate(self, collection: str, method: str, args: tuple[Any, ...]) -> None:
+        for fault in self._faults:
+            faulty_collection, faulty_method, when, error = fault
+            if (faulty_collection, faulty_method) == (collection, method) and when(args):
+                self._faults.remove(fault)
+                raise error
         for held_collection, held_method, when in self._holds:
             if (held_collection, held_method) == (collection, method) and when(args):
                 self.waiting += 1

@@ -17,14 +17,20 @@ from app.services.turns import PreparedTurn, TurnResult, TurnService
 logger = logging.getLogger("tandem")
 
 
-async def stream_turn(
-    turns: TurnService, turn: PreparedTurn
-) -> AsyncIterator[ServerSentEventMessage]:
-    """The SSE messages of one turn. The turn runs in the background: a client that goes
-    away ends the stream, not the turn, which completes and is stored."""
+def stream_turn(turns: TurnService, turn: PreparedTurn) -> AsyncIterator[ServerSentEventMessage]:
+    """Start a claimed turn in the background and return its SSE messages. The turn starts
+    here, not when the stream is first read: a client that goes away at any moment, even
+    before the response begins, ends the stream, never the turn, which completes and is
+    stored (and releases its claim)."""
     queue: asyncio.Queue[Event | LlmDelta | None] = asyncio.Queue()
     task = turns.start(turn, on_event=queue.put_nowait)
     task.add_done_callback(lambda _: queue.put_nowait(None))
+    return _messages(queue, task)
+
+
+async def _messages(
+    queue: "asyncio.Queue[Event | LlmDelta | None]", task: "asyncio.Task[TurnResult]"
+) -> AsyncIterator[ServerSentEventMessage]:
     while (item := await queue.get()) is not None:
         if isinstance(item, LlmDelta):
             yield ServerSentEventMessage(event="llm_delta", data=_json({"text": item.text}))

@@ -27,6 +27,7 @@ import msgspec
 from bson import ObjectId
 
 from app.clock import Clock
+from app.engine.budget import EvaluationLimits
 from app.engine.compiler import CompiledWorkflow
 from app.engine.llm import LlmClient
 from app.engine.runner import DEFAULT_HISTORY_LIMIT, TurnOptions, run_turn
@@ -59,6 +60,10 @@ class TurnSettings:
     history_limit: int = DEFAULT_HISTORY_LIMIT
     max_message_bytes: int = 32 * 1024
     claim_poll: timedelta = timedelta(milliseconds=250)
+    # How many times a turn interrupted by a dying server is executed again before the
+    # run fails: a turn that kills its server every time must not be retried forever.
+    max_turn_recoveries: int = 2
+    evaluation_limits: EvaluationLimits = field(default_factory=EvaluationLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +290,22 @@ class TurnService:
         if run is None or run.claim is None:
             return  # someone else recovered it first
         await self._runs.archive_events(run)
+        recoveries = run.claim.recoveries
+        if recoveries > self._settings.max_turn_recoveries:
+            logger.error(
+                "run %s: turn %d interrupted %d times; failing the run",
+                run_id,
+                run.progress.turn + 1,
+                recoveries,
+            )
+            await self._fail_claimed(
+                run,
+                run.claim,
+                f"Turn {run.progress.turn + 1} was interrupted {recoveries} times before it "
+                "could finish (its server stopped each time); the run was stopped so that "
+                "the turn is not tried again forever.",
+            )
+            return
         compiled = await self._workflows.compiled(tenant, run.workflow_id, run.version)
         await self._run_claimed(run, compiled, run.claim, None)
 
@@ -303,6 +324,7 @@ class TurnService:
             version=run.version,
             clock=self._clock,
             history_limit=self._settings.history_limit,
+            evaluation_limits=self._settings.evaluation_limits,
             llm=self._llm,
             on_event=on_event,
         )
@@ -320,16 +342,52 @@ class TurnService:
                 del self._in_flight[run.id]
         if engine.cancelled():  # a stop took the claim: nothing of this turn is stored
             return await self._answer_after_lost_claim(run, turn)
-        outcome = engine.result()
-        progress = RunProgress.after_turn(
-            outcome.state,
+        try:
+            outcome = engine.result()
+            progress = RunProgress.after_turn(
+                outcome.state,
+                turn=turn,
+                seq=run.progress.seq + len(outcome.events),
+                events=outcome.events,
+                now=self._clock(),
+            )
+            committed = await self._runs.commit_turn(run.id, claim.token, progress)
+        except Exception:  # whatever went wrong, the run fails and its claim is released
+            logger.exception("run %s: turn %d could not be completed", run.id, turn)
+            return await self._fail_claimed(
+                run, claim, "The turn could not be completed because of an internal error."
+            )
+        if committed:
+            return TurnResult(run=_apply(run, progress, claim=None), events=outcome.events)
+        return await self._answer_after_lost_claim(run, turn)
+
+    async def _fail_claimed(self, run: RunDocument, claim: Claim, error: str) -> TurnResult:
+        """End a claimed run ``failed`` with ``error``, as its turn's only event, and release
+        the claim; the run keeps the variables and history it had before the turn."""
+        now = self._clock()
+        turn = run.progress.turn + 1
+        node_id = run.progress.current_node
+        event = Event(
+            seq=run.progress.seq + 1,
             turn=turn,
-            seq=run.progress.seq + len(outcome.events),
-            events=outcome.events,
-            now=self._clock(),
+            type="run_failed",
+            node_id=node_id,
+            at=now,
+            data={"error": error, "node_id": node_id},
+        )
+        progress = msgspec.structs.replace(
+            run.progress,
+            status=RunStatus.FAILED,
+            turn=turn,
+            seq=event.seq,
+            waiting_for=None,
+            output_json="null",
+            error=error,
+            last_events_json=encode_events([event]),
+            updated_at=now,
         )
         if await self._runs.commit_turn(run.id, claim.token, progress):
-            return TurnResult(run=_apply(run, progress, claim=None), events=outcome.events)
+            return TurnResult(run=_apply(run, progress, claim=None), events=[event])
         return await self._answer_after_lost_claim(run, turn)
 
     async def _answer_after_lost_claim(self, run: RunDocument, turn: int) -> TurnResult:

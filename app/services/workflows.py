@@ -1,26 +1,48 @@
-"""Publishing workflows, and the cache of compiled versions that turns run."""
+"""Publishing workflows, and the cache of compiled versions that turns run.
 
+Compiling a definition (Jinja2 turns each template into Python) takes up to about
+two seconds for the largest one the limits allow, so it runs in a small thread
+pool of its own: the event loop goes on serving other requests meanwhile.
+"""
+
+import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bson import ObjectId
 
 from app.clock import Clock
-from app.engine.compiler import CompiledWorkflow, InvalidDefinition, compile_workflow
+from app.engine.compiler import (
+    DEFAULT_LIMITS,
+    CompiledWorkflow,
+    DefinitionLimits,
+    InvalidDefinition,
+    compile_workflow,
+)
 from app.engine.templating import EvaluationError, to_storable
 from app.errors import DefinitionRejected, ErrorItem, InvalidInput, NotFound
 from app.store.documents import VersionDocument, VersionSummary, WorkflowDocument
 from app.store.workflows import WorkflowStore
 
 COMPILED_CACHE_SIZE = 512
+COMPILER_THREADS = 2
 
 
 class WorkflowService:
-    def __init__(self, workflows: WorkflowStore, clock: Clock) -> None:
+    def __init__(
+        self, workflows: WorkflowStore, clock: Clock, limits: DefinitionLimits = DEFAULT_LIMITS
+    ) -> None:
         self._workflows = workflows
         self._clock = clock
+        self._limits = limits
+        self._compiler = ThreadPoolExecutor(COMPILER_THREADS, thread_name_prefix="compile")
         # Published versions never change, so each is compiled once per process.
         self._compiled: OrderedDict[tuple[ObjectId, int], CompiledWorkflow] = OrderedDict()
+
+    def close(self) -> None:
+        self._compiler.shutdown(wait=False, cancel_futures=True)
 
     async def create(
         self,
@@ -34,7 +56,7 @@ class WorkflowService:
             to_storable([name, description])
         except EvaluationError as error:
             raise InvalidInput(f"The name or description cannot be stored: {error}.") from None
-        compiled = _compile(definition)
+        compiled = await self._compile(definition)
         workflow = await self._workflows.create(
             tenant, name, description, definition, self._clock(), workflow_id
         )
@@ -43,7 +65,7 @@ class WorkflowService:
 
     async def publish(self, tenant: str, workflow_id: ObjectId, definition: dict[str, Any]) -> int:
         workflow = await self.get(tenant, workflow_id)
-        compiled = _compile(definition)
+        compiled = await self._compile(definition)
         version = await self._workflows.publish_version(workflow, definition, self._clock())
         self._remember(workflow.id, version, compiled)
         return version
@@ -81,8 +103,24 @@ class WorkflowService:
             self._compiled.move_to_end(key)
             return compiled
         document = await self.get_version(tenant, workflow_id, version)
-        compiled = compile_workflow(document.definition)
+        compiled = await self._run_compiler(compile_workflow, document.definition, self._limits)
         self._remember(workflow_id, version, compiled)
+        return compiled
+
+    async def _compile(self, definition: Any) -> CompiledWorkflow:
+        """Validate and compile a definition that is about to be stored, or raise a 422."""
+        return await self._run_compiler(_compile, definition, self._limits)
+
+    async def _run_compiler(
+        self,
+        compile_: Callable[[Any, DefinitionLimits], CompiledWorkflow],
+        definition: Any,
+        limits: DefinitionLimits,
+    ) -> CompiledWorkflow:
+        loop = asyncio.get_running_loop()
+        compiled: CompiledWorkflow = await loop.run_in_executor(
+            self._compiler, compile_, definition, limits
+        )
         return compiled
 
     def _remember(self, workflow_id: ObjectId, version: int, compiled: CompiledWorkflow) -> None:
@@ -91,11 +129,10 @@ class WorkflowService:
             self._compiled.popitem(last=False)
 
 
-def _compile(definition: Any) -> CompiledWorkflow:
-    """Validate and compile a definition that is about to be stored, or raise a 422."""
+def _compile(definition: Any, limits: DefinitionLimits) -> CompiledWorkflow:
     try:
         to_storable(definition)
-        return compile_workflow(definition)
+        return compile_workflow(definition, limits)
     except EvaluationError as error:
         problem = ErrorItem(path="definition", message=str(error))
         raise DefinitionRejected(

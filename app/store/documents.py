@@ -51,6 +51,8 @@ class Claim(msgspec.Struct, kw_only=True):
     message: str | None
     data_json: str
     expires_at: datetime
+    # How many times this turn was taken over after its server died (see TurnService).
+    recoveries: int = 0
 
     @property
     def data(self) -> Any:
@@ -146,6 +148,8 @@ class RunDocument(msgspec.Struct, kw_only=True):
     claim: Claim | None
     created_at: datetime
     progress: RunProgress
+    # How many times, over the run's life, an interrupted turn was executed again.
+    retry_count: int = 0
 
 
 class TurnEventsDocument(msgspec.Struct, kw_only=True):

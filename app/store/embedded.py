@@ -2,8 +2,8 @@
 
 mongomock answers every query by scanning the whole collection, so a turn would
 slow down with every run ever stored. mongomock keeps documents in a mapping by
-``_id``; an equality filter on ``_id`` is answered from that mapping here, and
-the rest of the filter is still applied, so results are exactly the same.
+``_id``; an equality or ``$in`` filter on ``_id`` is answered from that mapping
+here, and the rest of the filter is still applied, so results are exactly the same.
 """
 
 from collections.abc import Iterator
@@ -26,21 +26,32 @@ def _answer_id_lookups_directly() -> None:
     global _patched
     if _patched:
         return
+    from mongomock import filtering
     from mongomock.collection import Collection
-    from mongomock.filtering import filter_applies
 
     scan_all = Collection._iter_documents
 
     def iter_documents(self: Any, filter: Any) -> Iterator[dict[str, Any]]:
         wanted = filter.get("_id") if isinstance(filter, dict) else None
-        if not isinstance(wanted, ObjectId | str | int) or isinstance(wanted, bool):
+        if isinstance(wanted, dict) and wanted.keys() == {"$in"}:
+            candidates = wanted["$in"]
+        else:
+            candidates = [wanted]
+        if not all(_is_key(candidate) for candidate in candidates):
             return scan_all(self, filter)  # type: ignore[no-any-return, no-untyped-call]
-        try:
-            document = self._store[wanted]
-        except KeyError:
-            return iter(())
-        matches = filter_applies(filter, document)  # type: ignore[no-untyped-call]
-        return iter([document] if matches else [])
+        found = []
+        for candidate in dict.fromkeys(candidates):  # each document once, as MongoDB answers
+            try:
+                document = self._store[candidate]
+            except KeyError:
+                continue
+            if filtering.filter_applies(filter, document):  # type: ignore[no-untyped-call]
+                found.append(document)
+        return iter(found)
 
     Collection._iter_documents = iter_documents  # type: ignore[method-assign]
     _patched = True
+
+
+def _is_key(value: Any) -> bool:
+    return isinstance(value, ObjectId | str | int) and not isinstance(value, bool)

@@ -74,7 +74,7 @@ class RunStore:
             {"_id": run_id, "tenant": tenant, "claim.expires_at": {"$lte": now}},
             {
                 "$set": {"claim.token": token, "claim.expires_at": expires_at},
-                "$inc": {"revision": 1},
+                "$inc": {"revision": 1, "retry_count": 1, "claim.recoveries": 1},
             },
             return_document=ReturnDocument.AFTER,
         )
@@ -133,11 +133,11 @@ class RunStore:
 
     async def archived_events(self, run: RunDocument, turn: int | None) -> list[Event]:
         """The archived events of a run (every turn, or one), in order."""
-        query: dict[str, Any] = {"tenant": run.tenant}
-        if turn is not None:
-            query["_id"] = turn_events_id(run.id, turn)
-        else:  # every turn of the run: a range of the _id index
-            query["_id"] = {"$gte": turn_events_id(run.id, 0), "$lt": f"{run.id};"}
+        # Every id is named, so that reading one run costs the same however many others are
+        # stored: MongoDB looks each up in the _id index, the embedded store in its dict.
+        turns = [turn] if turn is not None else range(1, run.progress.turn + 1)
+        ids = [turn_events_id(run.id, number) for number in turns]
+        query = {"_id": {"$in": ids}, "tenant": run.tenant}
         cursor = self._events.find(query).sort("_id", ASCENDING)
         documents = [from_document(raw, TurnEventsDocument) for raw in await cursor.to_list(None)]
         return [event for document in documents for event in decode_events(document.events_json)]

@@ -1,11 +1,23 @@
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
+from unittest import mock
 
+import mongomock.filtering
+import msgspec
 import pytest
 from bson import ObjectId
 
 from app.engine.state import Event, RunStatus
-from app.store.documents import Claim, RunDocument, RunProgress, dump_json, encode_events
+from app.store.documents import (
+    Claim,
+    RunDocument,
+    RunProgress,
+    dump_json,
+    encode_events,
+    turn_events_id,
+)
 from app.store.store import Store
 from tests.support import FakeClock, fresh_database
 
@@ -168,3 +180,49 @@ async def test_a_long_turn_renews_its_lease_only_while_it_holds_the_claim(store:
     await store.runs.commit_turn(run.id, "t1", progress(run, clock))
     assert await store.runs.current_claim(run.id) is None
     assert not await store.runs.renew_claim(run.id, "t1", later)
+
+
+async def examined_while_reading(store: Store, run: RunDocument) -> int:
+    """How many stored documents reading ``run``'s events looks at: mongomock's own
+    matching, counted; on a real MongoDB, the query plan's ``totalDocsExamined``."""
+    if os.environ.get("MONGODB_URI"):
+        events = store.runs._events  # the plan of the very query archived_events sends
+        ids = [turn_events_id(run.id, turn) for turn in range(1, run.progress.turn + 1)]
+        plan = await events.find({"_id": {"$in": ids}, "tenant": run.tenant}).explain()
+        return int(plan["executionStats"]["totalDocsExamined"])
+    examined = 0
+    real_filter_applies = mongomock.filtering.filter_applies
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal examined
+        examined += 1
+        return real_filter_applies(*args, **kwargs)
+
+    with (
+        mock.patch("mongomock.collection.filter_applies", counting),
+        mock.patch("mongomock.filtering.filter_applies", counting),
+    ):
+        await store.runs.archived_events(run, None)
+    return examined
+
+
+async def test_reading_a_runs_events_does_not_depend_on_other_runs(
+    store: Store, clock: FakeClock
+) -> None:
+    async def run_with_three_turns() -> RunDocument:
+        run = waiting_run(clock)
+        for turn in (1, 2, 3):
+            await store.runs.archive_events(
+                msgspec.structs.replace(
+                    run, progress=msgspec.structs.replace(run.progress, turn=turn)
+                )
+            )
+        return msgspec.structs.replace(run, progress=msgspec.structs.replace(run.progress, turn=3))
+
+    mine = await run_with_three_turns()
+    alone = await examined_while_reading(store, mine)
+    for _ in range(300):
+        await run_with_three_turns()
+    crowded = await examined_while_reading(store, mine)
+    assert alone == crowded == 3
+    assert [e.turn for e in await store.runs.archived_events(mine, None)] == [1, 1, 1]
