@@ -110,6 +110,27 @@ class EvaluationBudget:
             self.charge_work(1)
         return value
 
+    def charge_data(self, value: Any) -> None:
+        """Charge a value about to be stored or shown for every item it will be written as:
+        a structure that repeats a reference (``[x, x]`` nested 30 deep) is charged for
+        every copy it becomes. Children are charged before they are visited, so the walk
+        itself never outgrows the budget."""
+        self.charge_work(1)
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                self.charge_bytes(len(item))
+            elif isinstance(item, list | tuple):
+                self.charge_work(len(item))
+                self.charge_bytes(BYTES_PER_ITEM * len(item))
+                stack.extend(item)
+            elif isinstance(item, dict):
+                self.charge_work(2 * len(item))
+                self.charge_bytes(BYTES_PER_ITEM * len(item))
+                stack.extend(item.keys())
+                stack.extend(item.values())
+
     def check_string_length(self, length: int) -> None:
         if length > self.limits.max_string_length:
             raise BudgetExceeded(

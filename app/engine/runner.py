@@ -168,6 +168,7 @@ class _Turn:
             case ShowStateNode():
                 keys = spec.keys if spec.keys is not None else list(self.state.variables)
                 values = {key: self.state.variables.get(key) for key in keys}
+                self.budget.charge_data(values)  # shown in an event, and stored with it
                 self.emit("state", node.id, {"values": values})
                 return self.completed(node, spec.next)
             case EndNode():

@@ -131,6 +131,11 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
         return "".join(texts)
 
     @staticmethod
+    def tandem_slice(obj: Any, start: Any, stop: Any, step: Any) -> Any:
+        # A copy, no larger than what it is cut from: charged as the new value it is.
+        return current_budget().charge_value(obj[start:stop:step])
+
+    @staticmethod
     def tandem_compare(left: Any, *operations: Any) -> bool:
         """``left op1 right1 op2 right2 ...`` as Jinja2 compares: chained, short-circuit."""
         budget = current_budget()
@@ -248,6 +253,7 @@ def _hooks(environment: TandemSandbox) -> tuple[Callable[..., Any], ...]:
         environment.tandem_charge,
         environment.tandem_concat,
         environment.tandem_compare,
+        environment.tandem_slice,
     )
 
 
@@ -451,6 +457,16 @@ def _list_check(budget: EvaluationBudget, value: Any, _args: Any, _kwargs: Any) 
     return _materialized(budget, value)
 
 
+def _int_check(budget: EvaluationBudget, value: Any, _args: Any, _kwargs: Any) -> Any:
+    """Parsing digits takes time quadratic in their number: refuse more digits than the
+    integer limit can hold, and charge the rest."""
+    if isinstance(value, str):
+        digits = len(value.strip())
+        budget.check_integer_bits(digits * 10 // 3)
+        budget.charge_work(digits // 4)
+    return value
+
+
 def _rendered_check(budget: EvaluationBudget, value: Any, _args: Any, _kwargs: Any) -> Any:
     budget.check_string_length(rendered_size(value, budget))
     return value
@@ -468,6 +484,7 @@ _FILTER_CHECKS: dict[str, FilterCheck] = {
     "list": _list_check,
     "unique": lambda budget, value, args, kwargs: _materialized(budget, value),
     "sort": lambda budget, value, args, kwargs: _materialized(budget, value),
+    "int": _int_check,
     "string": _rendered_check,
     "tojson": _rendered_check,
 }

@@ -10,6 +10,8 @@ place where a template can repeat work gets a charge against the turn's budget:
 - a macro or a ``call`` block charges its body's size each time it runs;
 - ``~`` concatenation goes through ``environment.tandem_concat``, which refuses a
   result longer than the string limit before building it;
+- slices (``items[1:]``, which Jinja2 does not pass through the sandbox) go through
+  ``environment.tandem_slice``, which charges the copy;
 - comparisons go through ``environment.tandem_compare``, which charges what they
   scan (``x in a_long_list`` is as much work as a loop over it).
 """
@@ -94,6 +96,14 @@ class _Instrumenter(NodeTransformer):
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
         return _hook("tandem_concat", *node.nodes)
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
+        self.generic_visit(node)
+        cut = node.arg
+        if not isinstance(cut, nodes.Slice):
+            return node
+        bounds = [part or nodes.Const(None) for part in (cut.start, cut.stop, cut.step)]
+        return _hook("tandem_slice", node.node, *bounds)
 
     def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
         self.generic_visit(node)

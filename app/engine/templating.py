@@ -83,7 +83,9 @@ def compile_expression(source: str, limits: TemplateLimits = DEFAULT_TEMPLATE_LI
     def evaluate(variables: Mapping[str, Any], budget: EvaluationBudget) -> Any:
         with evaluating_with(budget):
             try:
-                return to_storable(expression(variables))
+                value = expression(variables)
+                budget.charge_data(value)  # before to_storable copies it, item by item
+                return to_storable(value)
             except EvaluationError:
                 raise
             except Exception as error:

@@ -103,6 +103,53 @@ async def test_hostile_templates_fail_the_run_naming_the_limit(template: str, li
     assert f"(limit {limit})" in error
 
 
+@pytest.mark.parametrize(
+    ("template", "limit"),
+    [
+        (
+            "{% set l = range(100000) | list %}{% for i in range(100000) %}"
+            "{% set y = l[1:] %}{% endfor %}",
+            "max_produced_bytes",
+        ),
+        ("{% for i in range(100000) %}{{ ('9' * 1200) | int > 0 }}{% endfor %}", "max_work"),
+        ("{{ ('9' * 4300) | int }}", "max_integer_bits"),
+    ],
+)
+async def test_copies_and_conversions_are_charged(template: str, limit: str) -> None:
+    assert f"(limit {limit})" in await failure_of(saying(template))
+
+
+async def test_a_value_that_repeats_itself_is_charged_for_every_copy() -> None:
+    # Thirty doublings are a few references in memory, but 2**30 items once stored.
+    definition = {
+        "start": "double",
+        "limits": {"max_steps_per_turn": 1000},
+        "nodes": {
+            "double": {"type": "set", "values": {"x": "[x, x]", "n": "n + 1"}, "next": "check"},
+            "check": {
+                "type": "switch",
+                "cases": [{"when": "n < 30", "next": "double"}],
+                "default": "end",
+            },
+            "end": {"type": "end", "output": {"x": "x"}},
+        },
+    }
+    error = await failure_of(definition, variables={"x": "a" * 1000, "n": 0})
+    assert "(limit max_" in error
+
+
+async def test_showing_a_large_state_again_and_again_is_charged() -> None:
+    definition = {
+        "start": "make",
+        "limits": {"max_steps_per_turn": 10000},
+        "nodes": {
+            "make": {"type": "set", "values": {"big": "'a' * 1000000"}, "next": "show"},
+            "show": {"type": "show_state", "next": "show"},
+        },
+    }
+    assert "(limit max_produced_bytes)" in await failure_of(definition)
+
+
 async def test_the_budget_is_per_turn_across_nodes() -> None:
     # Each render is small, but the turn renders 2,000 of them: together they exceed the work.
     heavy = "{% for i in range(2000) %}{{ i }}{% endfor %}"
