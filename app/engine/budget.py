@@ -14,11 +14,10 @@ same turn fails at the same place on any machine, under any load):
 A turn that exceeds its budget ends ``failed``, naming the node and the limit.
 """
 
-import contextlib
 import math
 import sys
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,9 @@ WORK_PER_MACRO_RUN = 200  # a macro or call block, besides its body
 CHARACTERS_PER_WORK_UNIT = 256
 # What one item of a new collection costs in memory, on average, besides its own size.
 BYTES_PER_ITEM = 64
+
+
+_current: "ContextVar[EvaluationBudget | None]" = ContextVar("evaluation_budget", default=None)
 
 
 class EvaluationError(Exception):
@@ -63,12 +65,21 @@ class EvaluationLimits:
 class EvaluationBudget:
     """What is left of a turn's limits; templates and expressions charge it as they run."""
 
-    __slots__ = ("bytes_left", "limits", "work_left")
+    __slots__ = ("_tokens", "bytes_left", "limits", "work_left")
 
     def __init__(self, limits: EvaluationLimits) -> None:
         self.limits = limits
         self.work_left = limits.max_work
         self.bytes_left = limits.max_produced_bytes
+        self._tokens: list[Token[EvaluationBudget | None]] = []
+
+    def __enter__(self) -> "EvaluationBudget":
+        """Inside ``with budget:``, templates and expressions charge this budget."""
+        self._tokens.append(_current.set(self))
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        _current.reset(self._tokens.pop())
 
     def charge_work(self, units: int) -> None:
         self.work_left -= units
@@ -165,22 +176,9 @@ def check_finite(value: float) -> None:
         raise EvaluationError(f"the number {value} is not finite")
 
 
-_current: ContextVar[EvaluationBudget | None] = ContextVar("evaluation_budget", default=None)
-
-
 def current_budget() -> EvaluationBudget:
-    """The budget of the evaluation running now (see ``evaluating_with``)."""
+    """The budget of the evaluation running now (see ``EvaluationBudget.__enter__``)."""
     budget = _current.get()
     if budget is None:  # a template ran outside a turn: a bug, never unbounded work
         raise RuntimeError("a template or expression ran without an evaluation budget")
     return budget
-
-
-@contextlib.contextmanager
-def evaluating_with(budget: EvaluationBudget) -> Iterator[None]:
-    """Make ``budget`` the one that templates and expressions charge while inside."""
-    token = _current.set(budget)
-    try:
-        yield
-    finally:
-        _current.reset(token)

@@ -84,6 +84,13 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
             for name, function in FILTERS.items()
             if name not in _LEFT_OUT_FILTERS
         }
+        self.filters.update(
+            tandem_iterate=_iterate,
+            tandem_charge=_charge,
+            tandem_concat=_concat,
+            tandem_compare=_compare,
+            tandem_slice=_slice,
+        )
         self.tests = {
             name: _budgeted_test(cast(Callable[..., Any], test)) for name, test in TESTS.items()
         }
@@ -106,50 +113,6 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
         except (SyntaxError, RecursionError, MemoryError) as error:  # Python's own limits
             raise TemplateSyntaxError(f"too complex to compile ({error})", 1) from None
 
-    # Running: the hooks that instrumented templates call.
-
-    @staticmethod
-    def tandem_iterate(items: Any, work_per_item: int, literal_per_item: int) -> Iterator[Any]:
-        budget = current_budget()
-        for item in _iterable(items):
-            budget.charge_work(work_per_item)
-            budget.charge_bytes(literal_per_item)
-            yield item
-
-    @staticmethod
-    def tandem_charge(work: int, literal: int) -> str:
-        budget = current_budget()
-        budget.charge_work(work)
-        budget.charge_bytes(literal)
-        return ""
-
-    @staticmethod
-    def tandem_concat(*parts: Any) -> str:
-        budget = current_budget()
-        texts = [_renderable(part, budget) for part in parts]
-        budget.check_string_length(sum(map(len, texts)))
-        return "".join(texts)
-
-    @staticmethod
-    def tandem_slice(obj: Any, start: Any, stop: Any, step: Any) -> Any:
-        # A copy, no larger than what it is cut from: charged as the new value it is.
-        return current_budget().charge_value(obj[start:stop:step])
-
-    @staticmethod
-    def tandem_compare(left: Any, *operations: Any) -> bool:
-        """``left op1 right1 op2 right2 ...`` as Jinja2 compares: chained, short-circuit."""
-        budget = current_budget()
-        for index in range(0, len(operations), 2):
-            name, right = operations[index], operations[index + 1]
-            budget.charge_work(WORK_PER_OPERATOR)
-            _charge_input(budget, right)
-            if name not in ("in", "notin"):
-                _charge_input(budget, left)
-            if not _COMPARISONS[name](left, right):
-                return False
-            left = right
-        return True
-
     # Running: what every call and operator goes through.
 
     def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
@@ -161,7 +124,7 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = current_budget()
         budget.charge_work(WORK_PER_CALL)
-        _callable_check(__self, __obj)(budget, __obj, args, kwargs)
+        _callable_check(__obj)(budget, __obj, args, kwargs)
         return budget.charge_value(__context.call(__obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -170,6 +133,51 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
         ):
             raise SecurityError("str.format is not available; use the format filter or ~")
         return None
+
+
+# The hooks that instrumented templates call (see template_checks.py).
+
+
+def _iterate(items: Any, work_per_item: int, literal_per_item: int) -> Iterator[Any]:
+    budget = current_budget()
+    for item in _iterable(items):
+        budget.charge_work(work_per_item)
+        budget.charge_bytes(literal_per_item)
+        yield item
+
+
+def _charge(work: int, literal: int) -> str:
+    budget = current_budget()
+    budget.charge_work(work)
+    budget.charge_bytes(literal)
+    return ""
+
+
+def _concat(first: Any, *parts: Any) -> str:
+    budget = current_budget()
+    texts = [_renderable(part, budget) for part in (first, *parts)]
+    budget.check_string_length(sum(map(len, texts)))
+    return "".join(texts)
+
+
+def _slice(obj: Any, start: Any, stop: Any, step: Any) -> Any:
+    # A copy, no larger than what it is cut from: charged as the new value it is.
+    return current_budget().charge_value(obj[start:stop:step])
+
+
+def _compare(left: Any, *operations: Any) -> bool:
+    """``left op1 right1 op2 right2 ...`` as Jinja2 compares: chained, short-circuit."""
+    budget = current_budget()
+    for index in range(0, len(operations), 2):
+        name, right = operations[index], operations[index + 1]
+        budget.charge_work(WORK_PER_OPERATOR)
+        _charge_input(budget, right)
+        if name not in ("in", "notin"):
+            _charge_input(budget, left)
+        if not _COMPARISONS[name](left, right):
+            return False
+        left = right
+    return True
 
 
 # What may be called, and what is checked before the call.
@@ -247,17 +255,7 @@ _JINJA_METHODS: dict[type, frozenset[str]] = {
 _CALLABLE_TYPES = (Macro, Joiner)
 
 
-def _hooks(environment: TandemSandbox) -> tuple[Callable[..., Any], ...]:
-    return (
-        environment.tandem_iterate,
-        environment.tandem_charge,
-        environment.tandem_concat,
-        environment.tandem_compare,
-        environment.tandem_slice,
-    )
-
-
-def _callable_check(environment: TandemSandbox, obj: Any) -> Check:
+def _callable_check(obj: Any) -> Check:
     """How to check a call of ``obj`` before making it; SecurityError if not allowed."""
     if isinstance(obj, Undefined):
         str(obj)  # a StrictUndefined raises "'x' is undefined"
@@ -270,9 +268,7 @@ def _callable_check(environment: TandemSandbox, obj: Any) -> Check:
         allowed = _JINJA_METHODS.get(type(obj.__self__))
         if allowed is not None and obj.__name__ in allowed:
             return _no_check
-    elif isinstance(obj, _CALLABLE_TYPES) or any(
-        obj is known for known in (*_GLOBALS, *_hooks(environment))
-    ):
+    elif isinstance(obj, _CALLABLE_TYPES) or any(obj is known for known in _GLOBALS):
         return _no_check
     name = getattr(obj, "__name__", type(obj).__name__)
     raise SecurityError(f"{name!r} cannot be called in a template")

@@ -5,14 +5,14 @@ it nests (deep trees exhaust the parser's and Python's own stacks), and no
 statement that needs a template loader or recurses without bound. Then every
 place where a template can repeat work gets a charge against the turn's budget:
 
-- a ``for`` loop goes through ``environment.tandem_iterate``, which charges each
+- a ``for`` loop goes through the ``tandem_iterate`` hook, which charges each
   item with the size of the loop's body (and its literal text);
 - a macro or a ``call`` block charges its body's size each time it runs;
-- ``~`` concatenation goes through ``environment.tandem_concat``, which refuses a
+- ``~`` concatenation goes through ``tandem_concat``, which refuses a
   result longer than the string limit before building it;
 - slices (``items[1:]``, which Jinja2 does not pass through the sandbox) go through
-  ``environment.tandem_slice``, which charges the copy;
-- comparisons go through ``environment.tandem_compare``, which charges what they
+  ``tandem_slice``, which charges the copy;
+- comparisons go through ``tandem_compare``, which charges what they
   scan (``x in a_long_list`` is as much work as a loop over it).
 """
 
@@ -24,6 +24,9 @@ from jinja2.exceptions import TemplateSyntaxError
 from jinja2.visitor import NodeTransformer
 
 from app.engine.budget import WORK_PER_ITERATION, WORK_PER_MACRO_RUN, WORK_PER_SYNTAX_NODE
+
+# The hooks below are filters of the sandbox that templates themselves may not name.
+HOOK_PREFIX = "tandem_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ def check_template(tree: nodes.Template, limits: TemplateLimits) -> None:
         refused = _REFUSED_STATEMENTS.get(type(node))
         if refused is not None:
             raise TemplateSyntaxError(refused, node.lineno)
+        if isinstance(node, nodes.Filter) and node.name.startswith(HOOK_PREFIX):
+            raise TemplateSyntaxError(f"No filter named {node.name!r}.", node.lineno)
         if isinstance(node, nodes.For) and node.recursive:
             raise TemplateSyntaxError("recursive loops are not supported", node.lineno)
         if isinstance(node, _BLOCK_STATEMENTS):
@@ -120,8 +125,10 @@ class _Instrumenter(NodeTransformer):
         return node
 
 
-def _hook(name: str, *args: nodes.Expr) -> nodes.Call:
-    return nodes.Call(nodes.EnvironmentAttribute(name), list(args), [], None, None)
+def _hook(name: str, first: nodes.Expr, *rest: nodes.Expr) -> nodes.Filter:
+    """A call of one of the sandbox's hooks. A filter, not a call: Jinja2 calls filters
+    directly, while a call would go through the sandbox's checks meant for templates."""
+    return nodes.Filter(first, name, list(rest), [], None, None)
 
 
 def _cost(base: int, *parts: list[nodes.Node] | nodes.Node | None) -> tuple[int, int]:

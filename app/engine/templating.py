@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from jinja2 import TemplateError, Undefined
 from jinja2.exceptions import TemplateSyntaxError
 
-from app.engine.budget import EvaluationBudget, EvaluationError, evaluating_with
+from app.engine.budget import EvaluationBudget, EvaluationError
 from app.engine.sandbox import TandemSandbox
 from app.engine.template_checks import TemplateLimits
 
@@ -55,7 +55,7 @@ def compile_template(source: str, limits: TemplateLimits = DEFAULT_TEMPLATE_LIMI
     template = _parsing(lambda: sandbox_for(limits).from_string(source))
 
     def render(variables: Mapping[str, Any], budget: EvaluationBudget) -> str:
-        with evaluating_with(budget):
+        with budget:
             try:
                 chunks: list[str] = []
                 length = 0
@@ -81,7 +81,7 @@ def compile_expression(source: str, limits: TemplateLimits = DEFAULT_TEMPLATE_LI
     )
 
     def evaluate(variables: Mapping[str, Any], budget: EvaluationBudget) -> Any:
-        with evaluating_with(budget):
+        with budget:
             try:
                 value = expression(variables)
                 budget.charge_data(value)  # before to_storable copies it, item by item

@@ -175,6 +175,7 @@ def message_flow(text: str) -> dict[str, Any]:
         ("{% import 'macros' as m %}", "cannot import"),
         ("{% block b %}{% endblock %}", "blocks are not supported"),
         ("{% for x in y recursive %}{{ loop(x) }}{% endfor %}", "recursive loops"),
+        ("{{ range(10**5) | tandem_iterate(0, 0) | list }}", "No filter named"),
     ],
 )
 def test_templates_that_cannot_be_bounded_are_refused_with_their_path(
