@@ -40,6 +40,7 @@ from app.engine.state import (
 )
 from app.errors import (
     BadRequest,
+    DefinitionRejected,
     ErrorItem,
     MessageTooLarge,
     NotFound,
@@ -261,7 +262,9 @@ class TurnService:
         else:
             raise TurnInProgress(f"Run {run_id} is executing another turn.")
         await self._runs.archive_events(run)
-        compiled = await self._workflows.compiled(tenant, workflow_id, run.version)
+        compiled = await self._compiled_or_failed(run, claim)
+        if isinstance(compiled, TurnResult):
+            return PreparedTurn(run=compiled.run, done=compiled)
         return PreparedTurn(run=run, compiled=compiled, claim=claim)
 
     async def _explain_refused_claim(
@@ -306,8 +309,19 @@ class TurnService:
                 "the turn is not tried again forever.",
             )
             return
-        compiled = await self._workflows.compiled(tenant, run.workflow_id, run.version)
-        await self._run_claimed(run, compiled, run.claim, None)
+        compiled = await self._compiled_or_failed(run, run.claim)
+        if not isinstance(compiled, TurnResult):
+            await self._run_claimed(run, compiled, run.claim, None)
+
+    async def _compiled_or_failed(
+        self, run: RunDocument, claim: Claim
+    ) -> CompiledWorkflow | TurnResult:
+        """The run's version, compiled; or, if it no longer compiles (published under other
+        rules or limits), the run ended ``failed`` with the reason and released."""
+        try:
+            return await self._workflows.compiled(run.tenant, run.workflow_id, run.version)
+        except DefinitionRejected as error:
+            return await self._fail_claimed(run, claim, error.detail)
 
     async def _run_claimed(
         self,

@@ -103,7 +103,15 @@ class WorkflowService:
             self._compiled.move_to_end(key)
             return compiled
         document = await self.get_version(tenant, workflow_id, version)
-        compiled = await self._run_compiler(compile_workflow, document.definition, self._limits)
+        try:
+            compiled = await self._run_compiler(compile_workflow, document.definition, self._limits)
+        except InvalidDefinition as error:  # stored under other rules or other limits
+            problems = [ErrorItem(path=p.path, message=p.message) for p in error.problems]
+            raise DefinitionRejected(
+                f"Version {version} of workflow {workflow_id} cannot run on this server: "
+                + "; ".join(f"{p.path}: {p.message}" for p in problems),
+                errors=problems,
+            ) from error
         self._remember(workflow_id, version, compiled)
         return compiled
 

@@ -3,11 +3,12 @@ and a streaming client that leaves at once all end with a run that answers."""
 
 import asyncio
 import json
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
+from bson import ObjectId
 from bson.errors import InvalidDocument
 
 from app.config import Settings
@@ -186,3 +187,48 @@ async def asgi_request_then_leave(app: Any, path: str, body: bytes) -> None:
         "server": ("testserver", 80),
     }
     await asyncio.wait_for(app(scope, receive, send), timeout=5)
+
+
+BACKREFERENCE = flow(
+    (
+        "ask",
+        {"type": "input", "save_as": "x", "next": "end", "validate": {"pattern": "^(a)\\1$"}},
+    ),
+    ("end", {"type": "end"}),
+)
+
+
+async def test_a_stored_version_that_no_longer_compiles_fails_cleanly(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    """A version stored under other rules (a pattern Python's re took, RE2 refuses): a new
+    run is refused with the reason, a waiting run fails with it, and neither is stuck."""
+    async with serving_app(settings, database, clock) as client:
+        workflow_id = await publish(client, BOOKING)
+        run_id = (await turn(client, workflow_id))["run_id"]  # type: ignore[arg-type]
+    await database["workflow_versions"].update_one(
+        {"workflow_id": ObjectId(workflow_id)}, {"$set": {"definition": BACKREFERENCE}}
+    )
+    async with serving_app(settings, database, clock) as restarted:  # nothing cached
+        refused = await turn(restarted, workflow_id, expect=422)  # type: ignore[arg-type]
+        assert refused["code"] == "invalid_definition"
+        assert [e["path"] for e in refused["errors"]] == ["nodes.ask.validate.pattern"]
+        answer = await turn(restarted, workflow_id, run_id, "Ann")  # type: ignore[arg-type]
+        assert answer["status"] == "failed" and answer["turn"] == 2
+        assert "cannot run on this server" in answer["error"]
+        run = (await restarted.get(f"/v1/runs/{run_id}")).json()
+        assert run["status"] == "failed"
+
+
+@asynccontextmanager
+async def serving_app(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    """One server process: its own app (and caches) on the shared database."""
+    app = create_app(settings, database=database, clock=clock)  # type: ignore[arg-type]
+    async with app.lifespan():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers={"X-API-Key": KEY_A}
+        ) as client:
+            yield client
