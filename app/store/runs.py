@@ -28,6 +28,7 @@ from app.store.documents import (
 )
 
 _WAITING = sorted(WAITING_STATUSES)  # the statuses a run takes a turn in
+_TURNS_PER_QUERY = 10_000
 
 
 class RunStore:
@@ -136,11 +137,15 @@ class RunStore:
         # Every id is named, so that reading one run costs the same however many others are
         # stored: MongoDB looks each up in the _id index, the embedded store in its dict.
         turns = [turn] if turn is not None else range(1, run.progress.turn + 1)
-        ids = [turn_events_id(run.id, number) for number in turns]
-        query = {"_id": {"$in": ids}, "tenant": run.tenant}
-        cursor = self._events.find(query).sort("_id", ASCENDING)
-        documents = [from_document(raw, TurnEventsDocument) for raw in await cursor.to_list(None)]
-        return [event for document in documents for event in decode_events(document.events_json)]
+        events: list[Event] = []
+        for first in range(0, len(turns), _TURNS_PER_QUERY):  # a query stays well under 16 MB
+            ids = [
+                turn_events_id(run.id, number) for number in turns[first : first + _TURNS_PER_QUERY]
+            ]
+            cursor = self._events.find({"_id": {"$in": ids}, "tenant": run.tenant})
+            for raw in await cursor.sort("_id", ASCENDING).to_list(None):
+                events += decode_events(from_document(raw, TurnEventsDocument).events_json)
+        return events
 
 
 def _claim_document(claim: Claim | None) -> dict[str, Any] | None:
