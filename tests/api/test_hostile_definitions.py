@@ -1,0 +1,83 @@
+"""A hostile tenant over HTTP: definitions that cannot be bounded are refused with their
+path, turns that exceed their budget fail the run naming the limit, and nothing of
+anyone else's changes."""
+
+from typing import Any
+
+import pytest
+
+from tests.api.helpers import Client, turn
+from tests.support import BOOKING, flow
+
+END = ("end", {"type": "end"})
+
+
+def saying(text: str) -> dict[str, Any]:
+    return flow(("say", {"type": "message", "text": text, "next": "end"}), END)
+
+
+@pytest.mark.parametrize(
+    ("definition", "path"),
+    [
+        (saying("{{ " + "(" * 80 + "1" + ")" * 80 + " }}"), "nodes.say.text"),
+        (saying("{% for i in x %}" * 21 + "{% endfor %}" * 21), "nodes.say.text"),
+        (saying("{% if x %}" * 100 + "{% endif %}" * 100), "nodes.say.text"),
+        (saying("{{ a" + ".b" * 2000 + " }}"), "nodes.say.text"),
+        (
+            flow(
+                (
+                    "ask",
+                    {
+                        "type": "input",
+                        "save_as": "x",
+                        "next": "end",
+                        "validate": {"pattern": "(a)\\1"},
+                    },
+                ),
+                END,
+            ),
+            "nodes.ask.validate.pattern",
+        ),
+        (
+            {
+                "start": "n0",
+                "nodes": {
+                    **{
+                        f"n{i}": {"type": "message", "text": "{{ a }} " * 2000, "next": f"n{i + 1}"}
+                        for i in range(60)
+                    },
+                    "n60": {"type": "end"},
+                },
+            },
+            "nodes",
+        ),
+    ],
+)
+async def test_definitions_that_cannot_be_bounded_are_refused(
+    client: Client, definition: dict[str, Any], path: str
+) -> None:
+    response = await client.post(
+        "/v1/workflows", json={"name": "hostile", "definition": definition}
+    )
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "invalid_definition"
+    assert [error["path"] for error in body["errors"]] == [path]
+
+
+async def test_a_turn_over_its_budget_fails_the_run_and_touches_no_other(client: Client) -> None:
+    booking = (await client.post("/v1/workflows", json={"name": "b", "definition": BOOKING})).json()
+    other = await turn(client, booking["workflow_id"])
+    hostile = saying(
+        "{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+    )
+    created = await client.post("/v1/workflows", json={"name": "h", "definition": hostile})
+    answer = await turn(client, created.json()["workflow_id"])
+    assert answer["status"] == "failed" and answer["is_terminal"]
+    assert answer["events"][-1]["type"] == "run_failed"
+    assert answer["events"][-1]["node_id"] == "say"
+    assert "(limit max_work)" in answer["error"]
+    untouched = (await client.get(f"/v1/runs/{other['run_id']}")).json()
+    assert untouched["status"] == "waiting_for_user_input" and untouched["turn"] == 1
+    resumed = await turn(client, booking["workflow_id"], other["run_id"], "Ann")
+    assert resumed["status"] == "waiting_for_user_input" and resumed["turn"] == 2
