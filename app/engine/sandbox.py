@@ -166,7 +166,8 @@ def _slice(obj: Any, start: Any, stop: Any, step: Any) -> Any:
 
 
 def _compare(left: Any, *operations: Any) -> bool:
-    """``left op1 right1 op2 right2 ...`` as Jinja2 compares: chained, short-circuit."""
+    """``left op1 right1 op2 right2 ...``, chained as Jinja2 compares. Every operand has
+    been evaluated already (a hook takes values); the comparisons stop at the first false."""
     budget = current_budget()
     for index in range(0, len(operations), 2):
         name, right = operations[index], operations[index + 1]
@@ -204,12 +205,19 @@ def _check_join(budget: EvaluationBudget, obj: Any, args: Any, _kwargs: Any) -> 
         budget.check_string_length(total + len(obj.__self__) * len(parts))
 
 
-def _check_split(budget: EvaluationBudget, obj: Any, args: Any, _kwargs: Any) -> None:
+def _check_split(budget: EvaluationBudget, obj: Any, args: Any, kwargs: Any) -> None:
+    """At most one piece more than separators (or whitespace characters); counted without
+    splitting, which is what could build a million strings."""
     text: str = obj.__self__
-    separator = args[0] if args and isinstance(args[0], str) and args[0] else None
-    budget.check_collection_length(
-        text.count(separator) + 1 if separator is not None else len(text.split())
-    )
+    separator = args[0] if args else kwargs.get("sep")
+    if isinstance(separator, str) and separator:
+        pieces = text.count(separator) + 1
+    else:
+        pieces = sum(text.count(space) for space in " \t\n\r\x0b\x0c") + 1
+    most = args[1] if len(args) > 1 else kwargs.get("maxsplit", -1)
+    if _is_int(most) and most >= 0:
+        pieces = min(pieces, most + 1)
+    budget.check_collection_length(pieces)
 
 
 def _check_expandtabs(budget: EvaluationBudget, obj: Any, args: Any, _kwargs: Any) -> None:
