@@ -93,11 +93,13 @@ class Outcome:
     what: str = ""
     sentence: str = ""
     count: int = 1  # identical answers to requests sent alike
+    stall_ms: float = 0.0  # the worst /healthz wait while this request's step ran
 
-    def brief(self) -> str:
+    def brief(self, show_stall_from_ms: float = float("inf")) -> str:
         http = "-" if self.http is None else str(self.http)
         times = f"({self.count}x)" if self.count > 1 else ""
-        return " ".join(part for part in (self.label, http, self.what, times) if part)
+        stall = f"[{self.stall_ms:.0f} ms]" if self.stall_ms >= show_stall_from_ms else ""
+        return " ".join(part for part in (self.label, http, self.what, times, stall) if part)
 
 
 @dataclass(slots=True)
@@ -229,7 +231,7 @@ async def _replay(args: argparse.Namespace, sizes: Sizes, cases: list[Case]) -> 
         for case in cases:
             result = await _run_case(case, target, args)
             results.append(result)
-            print(_line(result), flush=True)
+            print(_line(result, args.max_stall_ms), flush=True)
             if args.verbose:
                 for outcome in result.outcomes:
                     if outcome.sentence:
@@ -246,7 +248,7 @@ async def _replay(args: argparse.Namespace, sizes: Sizes, cases: list[Case]) -> 
             _stop_server(target)
     failed = _print_summary(results, time.monotonic() - started)
     if args.markdown:
-        _print_markdown(results)
+        _print_markdown(results, args.max_stall_ms)
     return 1 if failed else 0
 
 
@@ -265,7 +267,7 @@ async def _run_case(case: Case, target: Target, args: argparse.Namespace) -> Res
         async with httpx.AsyncClient(
             base_url=target.url, headers=headers, timeout=timeout, trust_env=False
         ) as client:
-            await _replay_steps(case, client, target, result.outcomes)
+            await _replay_steps(case, client, target, probe, result.outcomes)
     finally:
         stop.set()
         done, _ = await asyncio.wait({probing}, timeout=args.recover_seconds)
@@ -301,18 +303,26 @@ def _judge(result: Result, target: Target, args: argparse.Namespace) -> None:
 
 
 async def _replay_steps(
-    case: Case, client: httpx.AsyncClient, target: Target, outcomes: list[Outcome]
+    case: Case,
+    client: httpx.AsyncClient,
+    target: Target,
+    probe: "StallProbe",
+    outcomes: list[Outcome],
 ) -> None:
+    """Publish the case's definition, then replay its steps; each step's outcomes carry the
+    worst stall seen while it ran."""
     workflow_id, run_id = "", ""
     if case.definition is not None:
         body = {"name": case.name, "definition": case.definition}
         outcome, answer = await _request(client, "publish", "POST", "/v1/workflows", json=body)
+        outcome.stall_ms = probe.end_step() * 1000
         outcomes.append(outcome)
         if answer is None or answer.workflow_id is None:
             return
         workflow_id = answer.workflow_id
     execute = f"/v1/workflows/{workflow_id}/execute"
     for step in case.steps:
+        first = len(outcomes)
         match step:
             case Turn(body=body, resume=resume, copies=copies):
                 body = {**body, "run_id": run_id} if resume else body
@@ -337,6 +347,9 @@ async def _replay_steps(
                 outcomes.append(outcome)
             case DropStreamedTurn(tries=tries, settle_seconds=settle):
                 outcomes.extend(await _drop_streamed_turns(client, target, execute, tries, settle))
+        stall_ms = probe.end_step() * 1000
+        for outcome in outcomes[first:]:
+            outcome.stall_ms = stall_ms
 
 
 async def _request(
@@ -413,11 +426,17 @@ async def _send_and_leave(target: Target, path: str, payload: bytes, reset: bool
 
 
 class StallProbe:
-    """``GET /healthz`` every ~5 ms, one at a time; the longest wait is the stall."""
+    """``GET /healthz`` every ~5 ms, one at a time; the longest wait is the stall.
+
+    The case's worst wait is kept, and each step's: a wait that spans the end of a step
+    counts for each step only the part of it that step saw.
+    """
 
     def __init__(self, url: str) -> None:
         self._url = url
         self._worst = 0.0
+        self._step_worst = 0.0
+        self._step_start = time.monotonic()
         self._in_flight_since: float | None = None
         self.failure: str | None = None
 
@@ -433,15 +452,25 @@ class StallProbe:
                     return
                 finally:
                     self._in_flight_since = None
-                elapsed = time.monotonic() - started
-                self._worst = max(self._worst, elapsed)
-                await asyncio.sleep(max(0.0, PROBE_INTERVAL - elapsed))
+                now = time.monotonic()
+                self._worst = max(self._worst, now - started)
+                self._step_worst = max(self._step_worst, now - max(started, self._step_start))
+                await asyncio.sleep(max(0.0, PROBE_INTERVAL - (now - started)))
 
     def worst_seconds(self) -> float:
         """The longest wait so far, counting a probe still waiting for its answer."""
         in_flight = self._in_flight_since
         waiting = 0.0 if in_flight is None else time.monotonic() - in_flight
         return max(self._worst, waiting)
+
+    def end_step(self) -> float:
+        """The longest wait since the previous step ended; the next step starts now."""
+        now = time.monotonic()
+        in_flight = self._in_flight_since
+        waiting = 0.0 if in_flight is None else now - max(in_flight, self._step_start)
+        worst = max(self._step_worst, waiting)
+        self._step_start, self._step_worst = now, 0.0
+        return worst
 
 
 class MemoryWatch:
@@ -602,9 +631,15 @@ def _print_header(args: argparse.Namespace, sizes: Sizes, target: Target) -> Non
     )
 
 
-def _line(result: Result) -> str:
+def _answers(result: Result, max_stall_ms: float) -> str:
+    """The answers a case got; with several, the stall of each step above the bound too."""
+    show_from = max_stall_ms if len(result.outcomes) > 1 else float("inf")
+    return ", ".join(outcome.brief(show_from) for outcome in result.outcomes)
+
+
+def _line(result: Result, max_stall_ms: float) -> str:
     verdict = ",".join(result.problems) or "ok"
-    answers = ", ".join(outcome.brief() for outcome in result.outcomes)
+    answers = _answers(result, max_stall_ms)
     stall = f"{'>' if result.hung else ''}{result.stall_ms:.0f}"
     return (
         f"{result.case.name:28} {stall:>9} {_mb(result.growth_mb):>8}"
@@ -632,13 +667,13 @@ def _print_summary(results: list[Result], seconds: float) -> bool:
     return bool(failed) or not results
 
 
-def _print_markdown(results: list[Result]) -> None:
+def _print_markdown(results: list[Result], max_stall_ms: float) -> None:
     """The results as the table of ``docs/hardening.md``, its "after" column left empty."""
     print()
     print("| case | what it does | before: answers | stall ms | peak MB | after |")
     print("|---|---|---|---:|---:|---|")
     for result in results:
-        answers = ", ".join(outcome.brief() for outcome in result.outcomes)
+        answers = _answers(result, max_stall_ms)
         fatal = [p for p in result.problems if p.startswith(("CRASHED", "HUNG"))]
         if fatal:
             answers += f" ({', '.join(fatal)})"
