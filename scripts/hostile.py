@@ -93,7 +93,7 @@ class Outcome:
     what: str = ""
     sentence: str = ""
     count: int = 1  # identical answers to requests sent alike
-    stall_ms: float = 0.0  # the worst /healthz wait while this request's step ran
+    stall_ms: float = 0.0  # the worst /healthz wait while this request's step ran, if first
 
     def brief(self, show_stall_from_ms: float = float("inf")) -> str:
         http = "-" if self.http is None else str(self.http)
@@ -309,8 +309,8 @@ async def _replay_steps(
     probe: "StallProbe",
     outcomes: list[Outcome],
 ) -> None:
-    """Publish the case's definition, then replay its steps; each step's outcomes carry the
-    worst stall seen while it ran."""
+    """Publish the case's definition, then replay its steps; the first answer of each step
+    carries the worst stall seen while the step ran."""
     workflow_id, run_id = "", ""
     if case.definition is not None:
         body = {"name": case.name, "definition": case.definition}
@@ -348,8 +348,8 @@ async def _replay_steps(
             case DropStreamedTurn(tries=tries, settle_seconds=settle):
                 outcomes.extend(await _drop_streamed_turns(client, target, execute, tries, settle))
         stall_ms = probe.end_step() * 1000
-        for outcome in outcomes[first:]:
-            outcome.stall_ms = stall_ms
+        if len(outcomes) > first:  # told once, with the step's first answer
+            outcomes[first].stall_ms = stall_ms
 
 
 async def _request(
@@ -670,7 +670,7 @@ def _print_summary(results: list[Result], seconds: float) -> bool:
 def _print_markdown(results: list[Result], max_stall_ms: float) -> None:
     """The results as the table of ``docs/hardening.md``, its "after" column left empty."""
     print()
-    print("| case | what it does | before: answers | stall ms | peak MB | after |")
+    print("| case | what it does | answers | stall ms | peak MB | after: answers, stall, peak |")
     print("|---|---|---|---:|---:|---|")
     for result in results:
         answers = _answers(result, max_stall_ms)
