@@ -70,7 +70,8 @@ class Case:
 @dataclass(frozen=True, slots=True)
 class Sizes:
     """The knobs of the dangerous cases. The defaults keep each case to seconds and at most
-    ~2 GB on today's server; ``FULL_SIZES`` are the sizes issue 6 and its review name."""
+    ~2 GB on today's server; ``FULL_SIZES`` are the sizes issue 6 names, and sizes of the
+    same order for the other cases."""
 
     redos_length: int = 26  # "a" * n + "!" against ^(a+)+$; every 2 more: x4 time
     range_outer: int = 100_000
