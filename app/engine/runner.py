@@ -45,8 +45,9 @@ from app.engine.templating import EvaluationError, valid_text
 
 DEFAULT_HISTORY_LIMIT = 200
 DEFAULT_MAX_TURN_TEXT = 4 * 1024 * 1024
-# A long turn (thousands of nodes) gives other requests the event loop this often.
-YIELD_INTERVAL_SECONDS = 0.005
+# A long turn (thousands of nodes) gives other requests the event loop this often: each
+# request needs several passes of the loop, and each pass waits for every running turn.
+YIELD_INTERVAL_SECONDS = 0.001
 
 logger = logging.getLogger("tandem")
 

@@ -43,8 +43,12 @@ EventType = Literal[
 ]
 
 
-class Event(msgspec.Struct, kw_only=True):
-    """One thing that happened in a run; ``seq`` counts from 1 over the whole run."""
+class Event(msgspec.Struct, kw_only=True, gc=False):
+    """One thing that happened in a run; ``seq`` counts from 1 over the whole run.
+
+    Not tracked by the garbage collector (an event holds no cycle): a long turn emits
+    tens of thousands, and tracking them made full collections pause the server for
+    tens of milliseconds."""
 
     seq: int
     turn: int
@@ -61,7 +65,7 @@ class LlmDelta(msgspec.Struct):
     text: str
 
 
-class HistoryEntry(msgspec.Struct):
+class HistoryEntry(msgspec.Struct, gc=False):
     role: Literal["user", "assistant"]
     text: str
 
