@@ -128,12 +128,12 @@ def _definition_limits(env: Mapping[str, str]) -> DefinitionLimits:
     """``TANDEM_MAX_TEMPLATE_CHARACTERS`` and ``TANDEM_MAX_TEMPLATE_NESTING``."""
     default = DefinitionLimits()
     return DefinitionLimits(
-        max_source_characters=_whole(
-            env, "TANDEM_MAX_TEMPLATE_CHARACTERS", default.max_source_characters
+        max_template_characters=_whole(
+            env, "TANDEM_MAX_TEMPLATE_CHARACTERS", default.max_template_characters
         ),
         template=TemplateLimits(
-            max_nesting_depth=_whole(
-                env, "TANDEM_MAX_TEMPLATE_NESTING", default.template.max_nesting_depth
+            max_template_nesting=_whole(
+                env, "TANDEM_MAX_TEMPLATE_NESTING", default.template.max_template_nesting
             ),
             max_nested_blocks=default.template.max_nested_blocks,
         ),

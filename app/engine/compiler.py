@@ -43,7 +43,7 @@ class DefinitionLimits:
     """Limits on what one definition may hold (README, "Limits"), checked at publish."""
 
     # Compiling Jinja2 costs about 10 us per syntax node: this keeps a publish under ~2 s.
-    max_source_characters: int = 131_072
+    max_template_characters: int = 131_072
     template: TemplateLimits = field(default_factory=TemplateLimits)
 
 
@@ -192,13 +192,13 @@ def _within_source_limit(
         if spec is not None
         for _, source in (*_templates(spec), *_expressions(spec))
     )
-    if total <= limits.max_source_characters:
+    if total <= limits.max_template_characters:
         return True
     problems.append(
         Problem(
             "nodes",
             f"templates and expressions hold {total} characters in all; "
-            f"at most {limits.max_source_characters} allowed",
+            f"at most {limits.max_template_characters} allowed",
         )
     )
     return False

@@ -33,7 +33,7 @@ HOOK_PREFIX = "tandem_"
 class TemplateLimits:
     """Limits on a template's shape, checked when a definition is published."""
 
-    max_nesting_depth: int = 48
+    max_template_nesting: int = 48
     max_nested_blocks: int = 8
 
 
@@ -54,9 +54,9 @@ def check_template(tree: nodes.Template, limits: TemplateLimits) -> None:
     stack: list[tuple[nodes.Node, int, int]] = [(tree, 1, 0)]
     while stack:
         node, depth, blocks = stack.pop()
-        if depth > limits.max_nesting_depth:
+        if depth > limits.max_template_nesting:
             raise TemplateSyntaxError(
-                f"nested more than {limits.max_nesting_depth} levels deep", node.lineno
+                f"nested more than {limits.max_template_nesting} levels deep", node.lineno
             )
         refused = _REFUSED_STATEMENTS.get(type(node))
         if refused is not None:

@@ -213,7 +213,7 @@ def test_the_total_template_source_of_a_definition_is_bounded() -> None:
     assert time.perf_counter() - started < 1.0  # refused before compiling anything
     assert list(found) == ["nodes"]
     assert "160000 characters" in found["nodes"] and "131072" in found["nodes"]
-    tight = DefinitionLimits(max_source_characters=10)
+    tight = DefinitionLimits(max_template_characters=10)
     with pytest.raises(InvalidDefinition):
         compile_workflow(message_flow("{{ a }} and {{ b }}"), tight)
     assert compile_workflow(message_flow("{{ a }} and {{ b }}")).start == "say"
