@@ -20,7 +20,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -34,6 +34,7 @@ from app.engine.runner import DEFAULT_HISTORY_LIMIT, TurnOptions, run_turn
 from app.engine.state import (
     TERMINAL_STATUSES,
     Event,
+    EventType,
     LlmDelta,
     RunStatus,
     TurnInput,
@@ -174,27 +175,8 @@ class TurnService:
             if run.progress.status in TERMINAL_STATUSES:
                 raise RunTerminal(f"Run {run_id} is already {run.progress.status}.")
             await self._runs.archive_events(run)
-            now = self._clock()
-            turn = run.progress.turn + 1
-            event = Event(
-                seq=run.progress.seq + 1,
-                turn=turn,
-                type="run_cancelled",
-                node_id=None,
-                at=now,
-                data={},
-            )
-            # The run keeps its variables, history and node; only the turn's outcome changes.
-            progress = msgspec.structs.replace(
-                run.progress,
-                status=RunStatus.CANCELLED,
-                turn=turn,
-                seq=event.seq,
-                waiting_for=None,
-                output_json="null",
-                error=None,
-                last_events_json=encode_events([event]),
-                updated_at=now,
+            event, progress = _ended_at_once(
+                run, self._clock(), RunStatus.CANCELLED, ("run_cancelled", None, {})
             )
             if await self._runs.replace_progress(run, progress):
                 engine = self._in_flight.get(run_id)
@@ -378,31 +360,14 @@ class TurnService:
     async def _fail_claimed(self, run: RunDocument, claim: Claim, error: str) -> TurnResult:
         """End a claimed run ``failed`` with ``error``, as its turn's only event, and release
         the claim; the run keeps the variables and history it had before the turn."""
-        now = self._clock()
-        turn = run.progress.turn + 1
         node_id = run.progress.current_node
-        event = Event(
-            seq=run.progress.seq + 1,
-            turn=turn,
-            type="run_failed",
-            node_id=node_id,
-            at=now,
-            data={"error": error, "node_id": node_id},
-        )
-        progress = msgspec.structs.replace(
-            run.progress,
-            status=RunStatus.FAILED,
-            turn=turn,
-            seq=event.seq,
-            waiting_for=None,
-            output_json="null",
-            error=error,
-            last_events_json=encode_events([event]),
-            updated_at=now,
+        failure = {"error": error, "node_id": node_id}
+        event, progress = _ended_at_once(
+            run, self._clock(), RunStatus.FAILED, ("run_failed", node_id, failure), error
         )
         if await self._runs.commit_turn(run.id, claim.token, progress):
             return TurnResult(run=_apply(run, progress, claim=None), events=[event])
-        return await self._answer_after_lost_claim(run, turn)
+        return await self._answer_after_lost_claim(run, progress.turn)
 
     async def _answer_after_lost_claim(self, run: RunDocument, turn: int) -> TurnResult:
         """The turn lost its claim to a stop (or, past its lease, to a recovery): nothing it
@@ -467,6 +432,35 @@ class TurnService:
             data_json=dump_json(turn_input.data),
             expires_at=self._clock() + self._settings.lease,
         )
+
+
+def _ended_at_once(
+    run: RunDocument,
+    now: datetime,
+    status: RunStatus,
+    event: tuple[EventType, str | None, dict[str, Any]],
+    error: str | None = None,
+) -> tuple[Event, RunProgress]:
+    """The run's next turn, made of one ``(type, node_id, data)`` event and nothing else
+    (a stop; a failure of the turn as a whole): the run keeps its variables, history and
+    node, and only the turn's outcome changes."""
+    event_type, node_id, data = event
+    turn = run.progress.turn + 1
+    ending = Event(
+        seq=run.progress.seq + 1, turn=turn, type=event_type, node_id=node_id, at=now, data=data
+    )
+    progress = msgspec.structs.replace(
+        run.progress,
+        status=status,
+        turn=turn,
+        seq=ending.seq,
+        waiting_for=None,
+        output_json="null",
+        error=error,
+        last_events_json=encode_events([ending]),
+        updated_at=now,
+    )
+    return ending, progress
 
 
 def _apply(run: RunDocument, progress: RunProgress, claim: Claim | None) -> RunDocument:

@@ -1,6 +1,12 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
+
+from tests.conftest import KEY_A
 
 Client = AsyncTestClient[Any]
 
@@ -25,3 +31,15 @@ async def turn(
     assert response.status_code == expect, response.text
     answer: dict[str, Any] = response.json()
     return answer
+
+
+@asynccontextmanager
+async def serving(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """One server process: ``app``'s lifespan, and a client whose requests run concurrently
+    on the test's own event loop (Litestar's test client runs one at a time)."""
+    async with app.lifespan():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers={"X-API-Key": KEY_A}
+        ) as http:
+            yield http

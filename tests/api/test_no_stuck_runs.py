@@ -3,8 +3,8 @@ and a streaming client that leaves at once all end with a run that answers."""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -13,7 +13,7 @@ from bson.errors import InvalidDocument
 
 from app.config import Settings
 from app.server import create_app
-from tests.api.helpers import Client, turn
+from tests.api.helpers import Client, serving, turn
 from tests.api.test_concurrency import crashed_run, stored_events
 from tests.conftest import KEY_A
 from tests.support import BOOKING, FakeClock, YieldingDatabase, flow, is_turn_commit, wait_until
@@ -115,16 +115,11 @@ async def test_the_number_of_recoveries_is_configurable(
     settings: Settings, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     patient = Settings(api_keys=settings.api_keys, max_turn_recoveries=0)
-    app = create_app(patient, database=database, clock=clock)  # type: ignore[arg-type]
-    async with app.lifespan():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", headers={"X-API-Key": KEY_A}
-        ) as client:
-            _, run_id = await crashed_run(client, database)
-            clock.advance(31)
-            run = (await client.get(f"/v1/runs/{run_id}")).json()
-            assert run["status"] == "failed" and "interrupted 1 times" in run["error"]
+    async with serving(create_app(patient, database=database, clock=clock)) as client:  # type: ignore[arg-type]
+        _, run_id = await crashed_run(client, database)
+        clock.advance(31)
+        run = (await client.get(f"/v1/runs/{run_id}")).json()
+        assert run["status"] == "failed" and "interrupted 1 times" in run["error"]
 
 
 async def test_a_streaming_client_that_leaves_at_once_does_not_block_the_run(
@@ -133,21 +128,17 @@ async def test_a_streaming_client_that_leaves_at_once_does_not_block_the_run(
     """The client sends its turn and closes the connection before any byte comes back: the
     turn still runs and is stored once, and the run takes the next turn at once."""
     app = create_app(settings, database=database, clock=clock)  # type: ignore[arg-type]
-    async with app.lifespan():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", headers={"X-API-Key": KEY_A}
-        ) as client:
-            workflow_id = await publish(client, BOOKING)
-            run_id = (await turn(client, workflow_id))["run_id"]  # type: ignore[arg-type]
-            body = json.dumps({"run_id": run_id, "run_input": {"message": "Ann"}}).encode()
-            await asgi_request_then_leave(app, f"/v1/workflows/{workflow_id}/execute", body)
-            await app.state.turns.drain()
-            answer = await turn(client, workflow_id, run_id, "4")  # type: ignore[arg-type]
-            assert answer["turn"] == 3 and answer["status"] == "paused"
-            events = await stored_events(client, run_id)
-            received = [e["data"]["message"] for e in events if e["type"] == "input_received"]
-            assert received == ["Ann", "4"]
+    async with serving(app) as client:
+        workflow_id = await publish(client, BOOKING)
+        run_id = (await turn(client, workflow_id))["run_id"]  # type: ignore[arg-type]
+        body = json.dumps({"run_id": run_id, "run_input": {"message": "Ann"}}).encode()
+        await asgi_request_then_leave(app, f"/v1/workflows/{workflow_id}/execute", body)
+        await app.state.turns.drain()
+        answer = await turn(client, workflow_id, run_id, "4")  # type: ignore[arg-type]
+        assert answer["turn"] == 3 and answer["status"] == "paused"
+        events = await stored_events(client, run_id)
+        received = [e["data"]["message"] for e in events if e["type"] == "input_received"]
+        assert received == ["Ann", "4"]
 
 
 async def asgi_request_then_leave(app: Any, path: str, body: bytes) -> None:
@@ -203,13 +194,14 @@ async def test_a_stored_version_that_no_longer_compiles_fails_cleanly(
 ) -> None:
     """A version stored under other rules (a pattern Python's re took, RE2 refuses): a new
     run is refused with the reason, a waiting run fails with it, and neither is stuck."""
-    async with serving_app(settings, database, clock) as client:
+    async with serving(create_app(settings, database=database, clock=clock)) as client:  # type: ignore[arg-type]
         workflow_id = await publish(client, BOOKING)
         run_id = (await turn(client, workflow_id))["run_id"]  # type: ignore[arg-type]
     await database["workflow_versions"].update_one(
         {"workflow_id": ObjectId(workflow_id)}, {"$set": {"definition": BACKREFERENCE}}
     )
-    async with serving_app(settings, database, clock) as restarted:  # nothing cached
+    restarted_app = create_app(settings, database=database, clock=clock)  # type: ignore[arg-type]
+    async with serving(restarted_app) as restarted:  # a new process: nothing cached
         refused = await turn(restarted, workflow_id, expect=422)  # type: ignore[arg-type]
         assert refused["code"] == "invalid_definition"
         assert [e["path"] for e in refused["errors"]] == ["nodes.ask.validate.pattern"]
@@ -218,17 +210,3 @@ async def test_a_stored_version_that_no_longer_compiles_fails_cleanly(
         assert "cannot run on this server" in answer["error"]
         run = (await restarted.get(f"/v1/runs/{run_id}")).json()
         assert run["status"] == "failed"
-
-
-@asynccontextmanager
-async def serving_app(
-    settings: Settings, database: YieldingDatabase, clock: FakeClock
-) -> AsyncIterator[httpx.AsyncClient]:
-    """One server process: its own app (and caches) on the shared database."""
-    app = create_app(settings, database=database, clock=clock)  # type: ignore[arg-type]
-    async with app.lifespan():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", headers={"X-API-Key": KEY_A}
-        ) as client:
-            yield client

@@ -3,19 +3,16 @@
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-from litestar import Litestar
 
 from app.config import Settings
 from app.engine.llm import LlmCall, LlmReply
 from app.llm.echo import EchoClient
 from app.server import create_app
-from tests.api.helpers import Client, turn
-from tests.conftest import KEY_A
+from tests.api.helpers import Client, serving, turn
 from tests.support import YieldingDatabase
 
 CHAT = {
@@ -104,16 +101,6 @@ class Watched(EchoClient):
         except asyncio.CancelledError:
             self.abandoned = True
             raise
-
-
-@asynccontextmanager
-async def serving(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.lifespan():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://t", headers={"X-API-Key": KEY_A}
-        ) as http:
-            yield http
 
 
 async def stop_during_generation(
