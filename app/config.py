@@ -9,7 +9,7 @@ import msgspec
 
 from app.engine.budget import EvaluationLimits
 from app.engine.compiler import DefinitionLimits
-from app.engine.template_checks import TemplateLimits
+from app.engine.sandbox.template_checks import TemplateLimits
 
 DEV_TENANT = "dev"
 

@@ -16,7 +16,6 @@ A turn that exceeds its budget ends ``failed``, naming the node and the limit.
 
 import math
 import sys
-from collections.abc import Iterator
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +23,12 @@ from typing import Any
 # What things cost, in units of work. A unit is about 50 ns of one core here (measured
 # with scripts/hostile.py's cases): the default budget is about 100 ms of evaluation.
 WORK_PER_SYNTAX_NODE = 1  # evaluating one node of a template's syntax tree
+WORK_PER_LOOKUP = 20  # an attribute or item looked up through the sandbox (x.a, x['a'])
 WORK_PER_ITERATION = 4  # one item of a for loop, besides its body
 WORK_PER_OPERATOR = 4  # an arithmetic operator or a comparison
-WORK_PER_CALL = 10  # a function, method, filter or test
+WORK_PER_CALL = 20  # a function, method, filter or test
 WORK_PER_MACRO_RUN = 200  # a macro or call block, besides its body
+WORK_PER_WALKED_ITEM = 2  # an item of a value gone through to charge it (see charge_data)
 # Strings are processed in C, hundreds of times faster than an interpreted step:
 # a character costs this fraction of a unit of work.
 CHARACTERS_PER_WORK_UNIT = 256
@@ -60,6 +61,7 @@ class EvaluationLimits:
     max_string_length: int = 1_000_000
     max_collection_length: int = 100_000
     max_integer_bits: int = 4_096
+    max_value_depth: int = 32
 
 
 class EvaluationBudget:
@@ -105,10 +107,9 @@ class EvaluationBudget:
             self.check_string_length(len(value))
             self.charge_work(1 + len(value) // CHARACTERS_PER_WORK_UNIT)
             self.charge_bytes(sys.getsizeof(value))
-        elif isinstance(value, list | tuple | dict | set | frozenset):
+        elif isinstance(value, list | tuple | dict):
             self.check_collection_length(len(value))
-            self.charge_work(1 + len(value))
-            self.charge_bytes(BYTES_PER_ITEM * len(value))
+            self.charge_data(value)
         elif isinstance(value, bool):
             self.charge_work(1)
         elif isinstance(value, int):
@@ -121,26 +122,43 @@ class EvaluationBudget:
             self.charge_work(1)
         return value
 
-    def charge_data(self, value: Any) -> None:
-        """Charge a value about to be stored or shown for every item it will be written as:
-        a structure that repeats a reference (``[x, x]`` nested 30 deep) is charged for
-        every copy it becomes. Children are charged before they are visited, so the walk
-        itself never outgrows the budget."""
-        self.charge_work(1)
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, str):
-                self.charge_bytes(len(item))
-            elif isinstance(item, list | tuple):
-                self.charge_work(len(item))
-                self.charge_bytes(BYTES_PER_ITEM * len(item))
-                stack.extend(item)
-            elif isinstance(item, dict):
-                self.charge_work(2 * len(item))
-                self.charge_bytes(BYTES_PER_ITEM * len(item))
-                stack.extend(item.keys())
-                stack.extend(item.values())
+    def charge_data(self, value: Any, *, produced: bool = True) -> None:
+        """Charge a value for every item it holds, as if each reference were a copy (what
+        storing, showing, comparing or hashing it costs): ``[x, x]`` doubled thirty times
+        is charged for its billion items, and so can never be built. Refuses values nested
+        deeper than ``max_value_depth`` (hashing or comparing one recurses in C, and a deep
+        enough one would crash the process). ``produced``: the value is new, so its strings
+        count as produced bytes too. Level by level, each container charged before its
+        items are gathered, so the walk never outgrows the budget."""
+        level = [value]
+        depth = 0
+        work = WORK_PER_WALKED_ITEM
+        while level:
+            if depth > self.limits.max_value_depth:
+                raise BudgetExceeded(
+                    f"a value is nested deeper than {self.limits.max_value_depth} levels",
+                    "max_value_depth",
+                )
+            below: list[Any] = []
+            characters = 0
+            for item in level:
+                if isinstance(item, str):
+                    characters += len(item)
+                elif isinstance(item, list | tuple | dict):
+                    work += WORK_PER_WALKED_ITEM * len(item)
+                    if work > self.work_left:
+                        self.charge_work(work)  # raises: over budget
+                    if isinstance(item, dict):
+                        below.extend(item)
+                        below.extend(item.values())
+                    else:
+                        below.extend(item)
+            if produced:
+                self.charge_bytes(characters + BYTES_PER_ITEM * len(below))
+            self.charge_work(work)
+            work = 0
+            level = below
+            depth += 1
 
     def check_string_length(self, length: int) -> None:
         if length > self.limits.max_string_length:
@@ -163,12 +181,6 @@ class EvaluationBudget:
                 f"an integer of {bits} bits is larger than {self.limits.max_integer_bits} bits",
                 "max_integer_bits",
             )
-
-    def counted(self, items: Any, cost_per_item: int) -> Iterator[Any]:
-        """Iterate ``items``, charging ``cost_per_item`` units of work for each one."""
-        for item in items:
-            self.charge_work(cost_per_item)
-            yield item
 
 
 def check_finite(value: float) -> None:

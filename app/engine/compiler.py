@@ -30,7 +30,7 @@ from app.engine.definition import (
     successors,
 )
 from app.engine.patterns import Pattern, PatternError, compile_pattern
-from app.engine.template_checks import TemplateLimits
+from app.engine.sandbox.template_checks import TemplateLimits
 from app.engine.templating import Evaluator, Renderer, compile_expression, compile_template
 
 RESERVED_NAMES = frozenset({"history"})
@@ -42,12 +42,15 @@ _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?) - at `(?P<path>[^`]*)`(?: in `(?P
 class DefinitionLimits:
     """Limits on what one definition may hold (README, "Limits"), checked at publish."""
 
-    # Compiling Jinja2 costs about 10 us per syntax node: this keeps a publish under ~2 s.
+    # Compiling Jinja2 costs about 10 us per syntax node, and about 0.5 ms per template or
+    # expression however short: each counts SOURCE_OVERHEAD characters more. This keeps a
+    # publish under ~2 s.
     max_template_characters: int = 131_072
     template: TemplateLimits = field(default_factory=TemplateLimits)
 
 
 DEFAULT_LIMITS = DefinitionLimits()
+SOURCE_OVERHEAD = 64
 
 
 class Problem(msgspec.Struct):
@@ -81,6 +84,9 @@ class CompiledWorkflow:
     start: str
     nodes: dict[str, CompiledNode]
     max_steps_per_turn: int
+    # What its templates and expressions weigh (see DefinitionLimits): what it holds in
+    # memory once compiled grows with it.
+    source_characters: int = 0
 
 
 def compile_workflow(raw: Any, limits: DefinitionLimits = DEFAULT_LIMITS) -> CompiledWorkflow:
@@ -102,7 +108,8 @@ def compile_workflow(raw: Any, limits: DefinitionLimits = DEFAULT_LIMITS) -> Com
         problems.append(Problem("start", f"names no node: '{start}'"))
 
     compiled: dict[str, CompiledNode] = {}
-    if nodes is not None and _within_source_limit(nodes, limits, problems):
+    weight = _source_weight(nodes) if nodes is not None else 0
+    if nodes is not None and _within_source_limit(weight, limits, problems):
         for node_id, spec in nodes.items():
             if spec is not None:
                 compiled[node_id] = _compile_node(node_id, spec, set(nodes), limits, problems)
@@ -112,7 +119,9 @@ def compile_workflow(raw: Any, limits: DefinitionLimits = DEFAULT_LIMITS) -> Com
     if problems:
         raise InvalidDefinition(problems)
     assert isinstance(start, str)
-    return CompiledWorkflow(start=start, nodes=compiled, max_steps_per_turn=max_steps)
+    return CompiledWorkflow(
+        start=start, nodes=compiled, max_steps_per_turn=max_steps, source_characters=weight
+    )
 
 
 def _check_limits(raw: Any, problems: list[Problem]) -> int:
@@ -182,23 +191,26 @@ def _check_node(path: str, raw: Any, problems: list[Problem]) -> Node | None:
     return node
 
 
-def _within_source_limit(
-    nodes: dict[str, Node | None], limits: DefinitionLimits, problems: list[Problem]
-) -> bool:
-    """Compiling is the costly part of publishing: refuse too much source before starting."""
-    total = sum(
-        len(source)
+def _source_weight(nodes: dict[str, Node | None]) -> int:
+    """The characters of all templates and expressions, each counting SOURCE_OVERHEAD more."""
+    return sum(
+        len(source) + SOURCE_OVERHEAD
         for spec in nodes.values()
         if spec is not None
         for _, source in (*_templates(spec), *_expressions(spec))
     )
+
+
+def _within_source_limit(total: int, limits: DefinitionLimits, problems: list[Problem]) -> bool:
+    """Compiling is the costly part of publishing: refuse too much source before starting."""
     if total <= limits.max_template_characters:
         return True
     problems.append(
         Problem(
             "nodes",
-            f"templates and expressions hold {total} characters in all; "
-            f"at most {limits.max_template_characters} allowed",
+            f"templates and expressions weigh {total} characters in all (each counts "
+            f"{SOURCE_OVERHEAD} more than its length); at most "
+            f"{limits.max_template_characters} allowed",
         )
     )
     return False

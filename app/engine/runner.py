@@ -312,14 +312,16 @@ class _Turn:
 
     def assign(self, name: str, value: Any) -> None:
         self.state.variables[name] = value
-        self._context = None
+        if self._context is not None:  # kept up to date, not rebuilt: a set of many values
+            self._context[name] = value  # would otherwise rebuild it once per value
 
     def remember(self, role: str, text: str) -> None:
         history = self.state.history
         history.append(HistoryEntry(role="user" if role == "user" else "assistant", text=text))
         if len(history) > self.options.history_limit:
             del history[: len(history) - self.options.history_limit]
-        self._context = None
+        if self._context is not None:
+            self._context["history"] = self.history_view()
 
     def emit(self, event_type: EventType, node_id: str | None, data: dict[str, Any]) -> None:
         event = Event(
@@ -341,10 +343,15 @@ class _Turn:
     # Templates see the run's variables by name, plus the conversation as `history`.
 
     def context(self) -> dict[str, Any]:
+        """What templates see. Each render or evaluation copies it (Jinja2 makes a context
+        of its own), so each is charged for the copy."""
         if self._context is None:
-            history = [{"role": entry.role, "text": entry.text} for entry in self.state.history]
-            self._context = {**self.state.variables, "history": history}
+            self._context = {**self.state.variables, "history": self.history_view()}
+        self.budget.charge_work(len(self._context) // 2)
         return self._context
+
+    def history_view(self) -> list[dict[str, str]]:
+        return [{"role": entry.role, "text": entry.text} for entry in self.state.history]
 
     def render(self, node: CompiledNode, field: str) -> str:
         text = node.templates[field](self.context(), self.budget)

@@ -16,8 +16,8 @@ from jinja2 import TemplateError, Undefined
 from jinja2.exceptions import TemplateSyntaxError
 
 from app.engine.budget import EvaluationBudget, EvaluationError
-from app.engine.sandbox import TandemSandbox
-from app.engine.template_checks import TemplateLimits
+from app.engine.sandbox.environment import TandemSandbox
+from app.engine.sandbox.template_checks import TemplateLimits
 
 MAX_VALUE_DEPTH = 32
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -26,7 +26,11 @@ from app.errors import DefinitionRejected, ErrorItem, InvalidInput, NotFound
 from app.store.documents import VersionDocument, VersionSummary, WorkflowDocument
 from app.store.workflows import WorkflowStore
 
-COMPILED_CACHE_SIZE = 512
+# Compiled versions kept per process, by what they weigh (about 70 bytes of memory per
+# character of template source): about 140 MB, a dozen of the largest definitions or
+# thousands of ordinary ones.
+COMPILED_CACHE_CHARACTERS = 2_000_000
+MIN_CACHE_WEIGHT = 1_024
 COMPILER_THREADS = 2
 
 
@@ -40,6 +44,7 @@ class WorkflowService:
         self._compiler = ThreadPoolExecutor(COMPILER_THREADS, thread_name_prefix="compile")
         # Published versions never change, so each is compiled once per process.
         self._compiled: OrderedDict[tuple[ObjectId, int], CompiledWorkflow] = OrderedDict()
+        self._cached_weight = 0
 
     def close(self) -> None:
         self._compiler.shutdown(wait=False, cancel_futures=True)
@@ -132,9 +137,18 @@ class WorkflowService:
         return compiled
 
     def _remember(self, workflow_id: ObjectId, version: int, compiled: CompiledWorkflow) -> None:
-        self._compiled[(workflow_id, version)] = compiled
-        if len(self._compiled) > COMPILED_CACHE_SIZE:
-            self._compiled.popitem(last=False)
+        key = (workflow_id, version)
+        if key in self._compiled:
+            return
+        self._compiled[key] = compiled
+        self._cached_weight += _weight(compiled)
+        while self._cached_weight > COMPILED_CACHE_CHARACTERS and len(self._compiled) > 1:
+            _, evicted = self._compiled.popitem(last=False)
+            self._cached_weight -= _weight(evicted)
+
+
+def _weight(compiled: CompiledWorkflow) -> int:
+    return max(compiled.source_characters, MIN_CACHE_WEIGHT)
 
 
 def _compile(definition: Any, limits: DefinitionLimits) -> CompiledWorkflow:

@@ -68,7 +68,7 @@ async def failure_of(definition: dict[str, Any], **conversation: Any) -> str:
         ("{{ '%s' | format('a' * 999999) ~ 'bc' }}", "max_string_length"),
         ("{% set x = 'a' * 1000 %}{{ x | replace('', x) | length }}", "max_string_length"),
         ("{% set x = 'a' * 1001 %}{{ x.replace('a', x) | length }}", "max_string_length"),
-        ("{{ ('ab' * 50000) | list | join('x' * 1000) }}", "max_string_length"),
+        ("{{ ('ab' * 5000) | list | join('x' * 1000) }}", "max_string_length"),
         (
             "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
             "{{ f(25) }}",
@@ -89,11 +89,12 @@ async def failure_of(definition: dict[str, Any], **conversation: Any) -> str:
             "{% endfor %}{% endset %}",
             "max_produced_bytes",
         ),
-        ("{% set big = 'a' * 100000 %}{{ [big] * 100000 }}", "max_string_length"),
-        ("{% set big = 'a' * 100000 %}{{ ([big] * 10000) | tojson }}", "max_string_length"),
+        ("{% set big = 'a' * 100000 %}{{ [big] * 100000 }}", "max_produced_bytes"),
+        ("{% set big = 'a' * 100000 %}{{ [big] * 20 }}", "max_string_length"),
+        ("{% set big = 'é' * 100000 %}{{ ([big] * 10) | tojson }}", "max_string_length"),
         ("{{ ('a ' * 500000).split() | length }}", "max_collection_length"),
         (
-            "{% set l = [range(1000) | list] * 1000 %}{{ l | sum(start=[]) | length }}",
+            "{% set l = [range(100) | list] * 2000 %}{{ l | sum(start=[]) | length }}",
             "max_collection_length",
         ),
     ],
@@ -244,3 +245,59 @@ async def test_a_long_legal_turn_gives_the_event_loop_away() -> None:
     assert outcome.state.status == RunStatus.COMPLETED
     assert outcome.state.output == {"n": 4999}
     assert ticks > 1
+
+
+# Found by a review that attacked the sandbox: each once ran for seconds, allocated
+# hundreds of megabytes, or (the deep tuple) crashed the process.
+@pytest.mark.parametrize(
+    ("template", "limit"),
+    [
+        (
+            "{% set ns = namespace(t=1) %}{% for i in range(1000) %}{% set ns.t = (ns.t,) %}"
+            "{% endfor %}{{ {ns.t: 1} | length }}",
+            "max_value_depth",
+        ),
+        ("{{ ('a' * 200) | join('b' * 1000000) }}", "max_string_length"),
+        ("{{ ('b' * 1000000).join('a' * 200) }}", "max_string_length"),
+        ("{{ ('\\t' * 200).expandtabs(tabsize=1000000) }}", "max_string_length"),
+        ("{{ ('a\\r' * 200) | indent(999000) }}", "max_string_length"),
+        ("{{ ('%(a)s' * 200) | format(a='x' * 990000) }}", "max_string_length"),
+        ("{{ ('%(a)s' * 200) % {'a': 'x' * 990000} }}", "max_string_length"),
+        ("{{ ('a' * 200) | replace(old='a', new='b' * 1000000) }}", "max_string_length"),
+        ("{{ [1] | batch(fill_with=0, linecount=100000000) | list }}", "max_collection_length"),
+        ("{% set x = 'A' * 1000000 %}{{ ([x] * 200) | upper }}", "max_produced_bytes"),
+        ("{% set x = 'A' * 1000000 %}{{ [x, x] | sort | length }}", "max_string_length"),
+        ("{% set h = 'a' * 200000 %}{{ h.rfind('ab' ~ 'a' * 100000) }}", "max_work"),
+        (
+            "{% set h = 'a' * 1000000 %}{% for i in range(10) %}{{ ('a' * 99 ~ 'b') in h }}"
+            "{% endfor %}",
+            "max_work",
+        ),
+        ("{{ ([1] * 100000) | sum(attribute='real') }}", "max_work"),
+        ("{% set a = [[[[[[1] * 30] * 30] * 30] * 30] * 30] * 30 %}{{ a == a }}", "max_work"),
+        ("{{ ([[1]] * 30000) | sum(start=[]) | length }}", "max_work"),
+        ("{% set s = 'a' * 1000000 %}{{ s | reject | list | length }}", "max_work"),
+        ("{{ ('a ' * 500000) | title }}", "max_work"),
+        ("{{ ['\\U000e0001' * 990000] }}", "max_string_length"),
+        (
+            "{% set y %}{% for i in range(5) %}{{ 'a' * 999999 }}{% endfor %}{% endset %}"
+            "{{ y | length }}",
+            "max_string_length",
+        ),
+        ("{{ ('ab\\x1c' * 333000).splitlines() | length }}", "max_collection_length"),
+        ("{{ ('ab\\u3000' * 333000).split() | length }}", "max_collection_length"),
+        (
+            "{% set ns = namespace() %}{% set ns.a = ns %}{% for i in range(100000) %}"
+            "{% if ns.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a %}{% endif %}{% endfor %}",
+            "max_work",
+        ),
+    ],
+)
+async def test_what_a_review_found_is_bounded(template: str, limit: str) -> None:
+    assert f"(limit {limit})" in await failure_of(saying(template))
+
+
+async def test_long_attribute_paths_are_refused() -> None:
+    path = "0." * 200 + "0"
+    error = await failure_of(saying("{{ ('a' * 100) | list | sort(attribute='" + path + "') }}"))
+    assert "attribute path is longer than 256 characters" in error

@@ -13,7 +13,11 @@ place where a template can repeat work gets a charge against the turn's budget:
 - slices (``items[1:]``, which Jinja2 does not pass through the sandbox) go through
   ``tandem_slice``, which charges the copy;
 - comparisons go through ``tandem_compare``, which charges what they
-  scan (``x in a_long_list`` is as much work as a loop over it).
+  scan (``x in a_long_list`` is as much work as a loop over it);
+- lists, tuples and dicts written in a template go through ``tandem_built``, which
+  charges every item they hold (a reference repeated is counted each time) and
+  refuses one nested too deeply, so that no value is ever too large or too deep to
+  compare, hash, show or store.
 """
 
 from collections.abc import Iterator
@@ -23,7 +27,12 @@ from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
 from jinja2.visitor import NodeTransformer
 
-from app.engine.budget import WORK_PER_ITERATION, WORK_PER_MACRO_RUN, WORK_PER_SYNTAX_NODE
+from app.engine.budget import (
+    WORK_PER_ITERATION,
+    WORK_PER_LOOKUP,
+    WORK_PER_MACRO_RUN,
+    WORK_PER_SYNTAX_NODE,
+)
 
 # The hooks below are filters of the sandbox that templates themselves may not name.
 HOOK_PREFIX = "tandem_"
@@ -102,6 +111,18 @@ class _Instrumenter(NodeTransformer):
         self.generic_visit(node)
         return _hook("tandem_concat", *node.nodes)
 
+    def visit_List(self, node: nodes.List) -> nodes.Node:
+        self.generic_visit(node)
+        return _hook("tandem_built", node)
+
+    def visit_Dict(self, node: nodes.Dict) -> nodes.Node:
+        self.generic_visit(node)
+        return _hook("tandem_built", node)
+
+    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
+        self.generic_visit(node)
+        return _hook("tandem_built", node) if node.ctx == "load" else node
+
     def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
         self.generic_visit(node)
         cut = node.arg
@@ -135,7 +156,8 @@ def _cost(base: int, *parts: list[nodes.Node] | nodes.Node | None) -> tuple[int,
     """The work of running ``parts`` once, besides ``base``, and their literal text."""
     work, literal = base, 0
     for node in _walk(parts):
-        work += WORK_PER_SYNTAX_NODE
+        lookup = isinstance(node, nodes.Getattr | nodes.Getitem)
+        work += WORK_PER_LOOKUP if lookup else WORK_PER_SYNTAX_NODE
         if isinstance(node, nodes.TemplateData):
             literal += len(node.data)
     return work, literal

@@ -1,0 +1,127 @@
+"""The Jinja2 environment that workflow templates and expressions run in.
+
+Jinja2's immutable sandbox keeps a definition away from Python internals, files
+and the network. This environment also keeps it from stalling the server or
+exhausting its memory: every call, filter and operator charges the turn's
+budget (``app/engine/budget.py``), an operation whose result would be too large
+is refused before it is built, only an allowlist of functions and methods can
+be called (``calls.py``), and nothing but plain data can be rendered (never a
+Python object's representation). Compile-time constant folding is off, so
+publishing a definition never evaluates it.
+"""
+
+import operator
+import types
+from collections.abc import Callable
+from typing import Any
+
+from jinja2 import StrictUndefined, nodes, pass_context
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
+
+from app.engine.budget import WORK_PER_CALL, WORK_PER_OPERATOR, current_budget
+from app.engine.sandbox import hooks
+from app.engine.sandbox.calls import GLOBALS, check_call
+from app.engine.sandbox.filters import budgeted_filters, budgeted_tests
+from app.engine.sandbox.template_checks import TemplateLimits, check_template, instrument
+from app.engine.sandbox.values import check_binary, renderable
+
+_BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
+}
+
+
+class TandemSandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, bounded by the current evaluation budget."""
+
+    intercepted_binops = frozenset(_BINARY_OPERATORS)
+
+    def __init__(self, template_limits: TemplateLimits) -> None:
+        super().__init__(
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            optimized=False,
+            finalize=_finalize,
+        )
+        self.template_limits = template_limits
+        self.globals.clear()
+        self.globals.update(GLOBALS)
+        self.filters = budgeted_filters()
+        self.filters.update(
+            tandem_iterate=hooks.iterate,
+            tandem_charge=hooks.charge,
+            tandem_concat=hooks.concat,
+            tandem_compare=hooks.compare,
+            tandem_slice=hooks.cut,
+            tandem_built=hooks.built,
+        )
+        self.tests = budgeted_tests()  # type: ignore[assignment]
+        # Compiled templates join the text of set blocks and macros with this.
+        self.concat = hooks.captured  # type: ignore[assignment]
+
+    # Compiling: check the tree, then weave in the budget's charges.
+
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        check_template(source, self.template_limits)
+        return super()._generate(instrument(source), name, filename, defer_init)
+
+    def _compile(self, source: str, filename: str) -> types.CodeType:
+        try:
+            return super()._compile(source, filename)
+        except (SyntaxError, RecursionError, MemoryError) as error:  # Python's own limits
+            raise TemplateSyntaxError(f"too complex to compile ({error})", 1) from None
+
+    # Running: what every call, operator and lookup goes through.
+
+    def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
+        budget = current_budget()
+        budget.charge_work(WORK_PER_OPERATOR)
+        check_binary(budget, operator_, left, right)
+        return budget.charge_value(_BINARY_OPERATORS[operator_](left, right))
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        budget = current_budget()
+        budget.charge_work(WORK_PER_CALL)
+        args = check_call(budget, __obj, args, kwargs)
+        return budget.charge_value(__context.call(__obj, *args, **kwargs))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is Namespace:
+            # A namespace answers every attribute through Python code (microseconds each):
+            # read its values directly.
+            values = object.__getattribute__(obj, "_Namespace__attrs")
+            if attribute in values:
+                return values[attribute]
+            return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        if getattr(value, "__name__", None) in ("format", "format_map") and isinstance(
+            getattr(value, "__self__", None), str
+        ):
+            raise SecurityError("str.format is not available; use the format filter or ~")
+        return None
+
+
+@pass_context
+def _finalize(_context: Context, value: Any) -> str:
+    budget = current_budget()
+    text = renderable(value, budget)
+    budget.charge_work(WORK_PER_CALL)
+    budget.charge_bytes(len(text))
+    return text
