@@ -1,4 +1,4 @@
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -8,6 +8,7 @@ from litestar.testing import AsyncTestClient
 
 from app.config import Settings
 from app.server import create_app
+from tests.mongo_double import RunningDouble, running_in_thread
 from tests.support import BOOKING, FakeClock, YieldingDatabase, fresh_database
 
 KEY_A, TENANT_A = "key-acme", "acme"
@@ -22,6 +23,14 @@ def clock() -> FakeClock:
 @pytest.fixture
 def settings() -> Settings:
     return Settings(api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B})
+
+
+@pytest.fixture(scope="session")
+def mongo_double() -> Iterator[RunningDouble]:
+    """One wire-level MongoDB double (``tests/mongo_double``) for the whole session, on a
+    thread of this process; each test uses a database of its own on it."""
+    with running_in_thread() as double:
+        yield double
 
 
 @pytest.fixture

@@ -152,9 +152,11 @@ def is_turn_commit(args: tuple[Any, ...]) -> bool:
 
 
 @asynccontextmanager
-async def fresh_database() -> AsyncIterator[Database]:
-    """A fresh database: on the MongoDB of MONGODB_URI when set, else in memory."""
-    uri = os.environ.get("MONGODB_URI")
+async def fresh_database(uri: str | None = None) -> AsyncIterator[Database]:
+    """A fresh database, dropped afterwards: through PyMongo's ``AsyncMongoClient`` on the
+    MongoDB at ``uri`` (the wire double's, say), else on MONGODB_URI's when it is set;
+    else in memory, on the embedded store."""
+    uri = uri or os.environ.get("MONGODB_URI")
     name = f"tandem_test_{uuid.uuid4().hex[:12]}"
     if uri:
         from pymongo import AsyncMongoClient
