@@ -151,6 +151,13 @@ def is_turn_commit(args: tuple[Any, ...]) -> bool:
     return bool(args) and "claim.token" in args[0]
 
 
+def database_backends() -> list[str]:
+    """What tests parametrized over backends run on: the MongoDB of MONGODB_URI when it is
+    set; else both in-memory stores, the embedded one and the wire double
+    (``tests/mongo_double``) reached through PyMongo's real ``AsyncMongoClient``."""
+    return ["mongodb"] if os.environ.get("MONGODB_URI") else ["embedded", "wire"]
+
+
 @asynccontextmanager
 async def fresh_database(uri: str | None = None) -> AsyncIterator[Database]:
     """A fresh database, dropped afterwards: through PyMongo's ``AsyncMongoClient`` on the
