@@ -1,4 +1,4 @@
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -8,7 +8,15 @@ from litestar.testing import AsyncTestClient
 
 from app.config import Settings
 from app.server import create_app
-from tests.support import BOOKING, FakeClock, YieldingDatabase, fresh_database
+from app.store.database import Database
+from tests.mongo_double import RunningDouble, running_in_thread
+from tests.support import (
+    BOOKING,
+    FakeClock,
+    YieldingDatabase,
+    database_backends,
+    fresh_database,
+)
 
 KEY_A, TENANT_A = "key-acme", "acme"
 KEY_B, TENANT_B = "key-globex", "globex"
@@ -22,6 +30,24 @@ def clock() -> FakeClock:
 @pytest.fixture
 def settings() -> Settings:
     return Settings(api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B})
+
+
+@pytest.fixture(scope="session")
+def mongo_double() -> Iterator[RunningDouble]:
+    """One wire-level MongoDB double (``tests/mongo_double``) for the whole session, on a
+    thread of this process; each test uses a database of its own on it."""
+    with running_in_thread() as double:
+        yield double
+
+
+@pytest.fixture(params=database_backends())
+async def database_per_backend(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """A fresh database on each backend of ``database_backends``: a test using it runs once
+    on the embedded store and once through PyMongo on the wire double (or once on the
+    MongoDB of MONGODB_URI)."""
+    uri = request.getfixturevalue("mongo_double").uri if request.param == "wire" else None
+    async with fresh_database(uri) as database:
+        yield database
 
 
 @pytest.fixture

@@ -151,10 +151,19 @@ def is_turn_commit(args: tuple[Any, ...]) -> bool:
     return bool(args) and "claim.token" in args[0]
 
 
+def database_backends() -> list[str]:
+    """What tests parametrized over backends run on: the MongoDB of MONGODB_URI when it is
+    set; else both in-memory stores, the embedded one and the wire double
+    (``tests/mongo_double``) reached through PyMongo's real ``AsyncMongoClient``."""
+    return ["mongodb"] if os.environ.get("MONGODB_URI") else ["embedded", "wire"]
+
+
 @asynccontextmanager
-async def fresh_database() -> AsyncIterator[Database]:
-    """A fresh database: on the MongoDB of MONGODB_URI when set, else in memory."""
-    uri = os.environ.get("MONGODB_URI")
+async def fresh_database(uri: str | None = None) -> AsyncIterator[Database]:
+    """A fresh database, dropped afterwards: through PyMongo's ``AsyncMongoClient`` on the
+    MongoDB at ``uri`` (the wire double's, say), else on MONGODB_URI's when it is set;
+    else in memory, on the embedded store."""
+    uri = uri or os.environ.get("MONGODB_URI")
     name = f"tandem_test_{uuid.uuid4().hex[:12]}"
     if uri:
         from pymongo import AsyncMongoClient

@@ -1,5 +1,4 @@
 import os
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -10,6 +9,7 @@ import pytest
 from bson import ObjectId
 
 from app.engine.state import Event, RunStatus
+from app.store.database import Database
 from app.store.documents import (
     Claim,
     RunDocument,
@@ -19,15 +19,14 @@ from app.store.documents import (
     turn_events_id,
 )
 from app.store.store import Store
-from tests.support import FakeClock, fresh_database
+from tests.support import FakeClock
 
 
 @pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    async with fresh_database() as database:
-        store = Store(database)
-        await store.ensure_indexes()
-        yield store
+async def store(database_per_backend: Database) -> Store:
+    store = Store(database_per_backend)
+    await store.ensure_indexes()
+    return store
 
 
 def waiting_run(clock: FakeClock) -> RunDocument:
@@ -184,7 +183,8 @@ async def test_a_long_turn_renews_its_lease_only_while_it_holds_the_claim(store:
 
 async def examined_while_reading(store: Store, run: RunDocument) -> int:
     """How many stored documents reading ``run``'s events looks at: mongomock's own
-    matching, counted; on a real MongoDB, the query plan's ``totalDocsExamined``."""
+    matching, counted (the wire double's mongomock runs in this process too); on a real
+    MongoDB, the query plan's ``totalDocsExamined``."""
     if os.environ.get("MONGODB_URI"):
         events = store.runs._events  # the plan of the very query archived_events sends
         ids = [turn_events_id(run.id, turn) for turn in range(1, run.progress.turn + 1)]
