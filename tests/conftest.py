@@ -1,8 +1,10 @@
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -60,7 +62,15 @@ async def database() -> AsyncIterator[YieldingDatabase]:
 async def client(
     settings: Settings, database: YieldingDatabase, clock: FakeClock
 ) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(settings, database=database, clock=clock)  # type: ignore[arg-type]
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        # Litestar's test client runs the app on an event loop of its own, and PyMongo's
+        # client belongs to the loop that made it: the app opens its own, on the test's
+        # database.
+        own = msgspec.structs.replace(settings, mongodb_uri=uri, database_name=database.name)
+        app = create_app(own, clock=clock)
+    else:
+        app = create_app(settings, database=database, clock=clock)  # type: ignore[arg-type]
     async with AsyncTestClient(app=app) as test_client:
         test_client.headers["X-API-Key"] = KEY_A
         yield test_client

@@ -244,6 +244,41 @@ class Commands:
             _namespace(command, context), found, command.get("batchSize"), single_batch
         )
 
+    @command("explain", fields={"verbosity"})
+    def _explain(self, command: dict[str, Any], context: Context) -> dict[str, Any]:
+        """``explain`` of a ``find``: the plan is mongomock's (it has none), but
+        ``executionStats`` counts the documents mongomock examined, as a real server
+        would, so a test can check that a query does not scan a collection."""
+        query = command["explain"]
+        if next(iter(query), None) != "find":
+            raise CommandError(COMMAND_NOT_FOUND, "the wire double explains only find")
+        examined = 0
+        matches = filtering.filter_applies
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal examined
+            examined += 1
+            return matches(*args, **kwargs)
+
+        collection = self._collection(query, context)
+        filtering.filter_applies = counting
+        mongomock.collection.filter_applies = counting
+        try:
+            found = list(
+                collection.find(
+                    query.get("filter") or {},
+                    query.get("projection") or None,
+                    sort=_sort(query.get("sort")),
+                )
+            )
+        finally:
+            filtering.filter_applies = matches
+            mongomock.collection.filter_applies = matches
+        return {
+            "queryPlanner": {"namespace": _namespace(query, context), "winningPlan": {}},
+            "executionStats": {"nReturned": len(found), "totalDocsExamined": examined},
+        }
+
     @command("getMore", fields={"collection", "batchSize"})
     def _get_more(self, command: dict[str, Any], context: Context) -> dict[str, Any]:
         cursor_id = int(command["getMore"])
