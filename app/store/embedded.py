@@ -18,11 +18,11 @@ def open_embedded_client() -> Any:
     """A mongomock-motor client (timezone-aware, like the real one Tandem opens)."""
     from mongomock_motor import AsyncMongoMockClient
 
-    _answer_id_lookups_directly()
+    answer_id_lookups_directly()
     return AsyncMongoMockClient(tz_aware=True)
 
 
-def _answer_id_lookups_directly() -> None:
+def answer_id_lookups_directly() -> None:
     global _patched
     if _patched:
         return

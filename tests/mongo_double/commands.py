@@ -135,7 +135,7 @@ class Commands:
     def __init__(self) -> None:
         # The embedded store's own speed-up: lookups by _id answered from mongomock's
         # mapping instead of a scan, with exactly the same results (app/store/embedded.py).
-        embedded._answer_id_lookups_directly()
+        embedded.answer_id_lookups_directly()
         self._client: Any = mongomock.MongoClient()
         self._cursors: dict[int, _Cursor] = {}
 
