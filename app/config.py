@@ -115,6 +115,7 @@ def _evaluation_limits(env: Mapping[str, str]) -> EvaluationLimits:
     default = EvaluationLimits()
     return EvaluationLimits(
         max_work=_whole(env, "TANDEM_MAX_WORK", default.max_work),
+        max_render_work=_whole(env, "TANDEM_MAX_RENDER_WORK", default.max_render_work),
         max_produced_bytes=_whole(env, "TANDEM_MAX_PRODUCED_BYTES", default.max_produced_bytes),
         max_string_length=_whole(env, "TANDEM_MAX_STRING_LENGTH", default.max_string_length),
         max_collection_length=_whole(
@@ -131,6 +132,7 @@ def _definition_limits(env: Mapping[str, str]) -> DefinitionLimits:
         max_template_characters=_whole(
             env, "TANDEM_MAX_TEMPLATE_CHARACTERS", default.max_template_characters
         ),
+        max_template_nodes=_whole(env, "TANDEM_MAX_TEMPLATE_NODES", default.max_template_nodes),
         template=TemplateLimits(
             max_template_nesting=_whole(
                 env, "TANDEM_MAX_TEMPLATE_NESTING", default.template.max_template_nesting

@@ -28,6 +28,7 @@ WORK_PER_ITERATION = 4  # one item of a for loop, besides its body
 WORK_PER_OPERATOR = 4  # an arithmetic operator or a comparison
 WORK_PER_CALL = 20  # a function, method, filter or test
 WORK_PER_MACRO_RUN = 200  # a macro or call block, besides its body
+WORK_PER_RENDER = 20  # a template or expression, besides what runs in it
 WORK_PER_WALKED_ITEM = 2  # an item of a value gone through to charge it (see charge_data)
 # Strings are processed in C, hundreds of times faster than an interpreted step:
 # a character costs this fraction of a unit of work.
@@ -56,7 +57,8 @@ class BudgetExceeded(EvaluationError):
 class EvaluationLimits:
     """The limits of one turn's evaluation (README, "Limits"); every one is configurable."""
 
-    max_work: int = 500_000
+    max_work: int = 5_000_000
+    max_render_work: int = 500_000
     max_produced_bytes: int = 32 * 1024 * 1024
     max_string_length: int = 1_000_000
     max_collection_length: int = 100_000
@@ -67,17 +69,20 @@ class EvaluationLimits:
 class EvaluationBudget:
     """What is left of a turn's limits; templates and expressions charge it as they run."""
 
-    __slots__ = ("_tokens", "bytes_left", "limits", "work_left")
+    __slots__ = ("_tokens", "bytes_left", "limits", "render_work_left", "work_left")
 
     def __init__(self, limits: EvaluationLimits) -> None:
         self.limits = limits
         self.work_left = limits.max_work
+        self.render_work_left = limits.max_render_work
         self.bytes_left = limits.max_produced_bytes
         self._tokens: list[Token[EvaluationBudget | None]] = []
 
     def __enter__(self) -> "EvaluationBudget":
-        """Inside ``with budget:``, templates and expressions charge this budget."""
+        """Inside ``with budget:`` (one render or evaluation), templates and expressions
+        charge this budget; each render has ``max_render_work`` of the turn's work."""
         self._tokens.append(_current.set(self))
+        self.render_work_left = self.limits.max_render_work
         return self
 
     def __exit__(self, *_exc_info: object) -> None:
@@ -85,6 +90,13 @@ class EvaluationBudget:
 
     def charge_work(self, units: int) -> None:
         self.work_left -= units
+        self.render_work_left -= units
+        if self.render_work_left < 0:
+            raise BudgetExceeded(
+                f"one template or expression did more than "
+                f"{self.limits.max_render_work} units of work",
+                "max_render_work",
+            )
         if self.work_left < 0:
             raise BudgetExceeded(
                 f"the turn's templates and expressions did more than "
@@ -146,7 +158,7 @@ class EvaluationBudget:
                     characters += len(item)
                 elif isinstance(item, list | tuple | dict):
                     work += WORK_PER_WALKED_ITEM * len(item)
-                    if work > self.work_left:
+                    if work > min(self.work_left, self.render_work_left):
                         self.charge_work(work)  # raises: over budget
                     if isinstance(item, dict):
                         below.extend(item)

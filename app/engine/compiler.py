@@ -30,7 +30,7 @@ from app.engine.definition import (
     successors,
 )
 from app.engine.patterns import Pattern, PatternError, compile_pattern
-from app.engine.sandbox.template_checks import TemplateLimits
+from app.engine.sandbox.template_checks import TemplateLimits, syntax_allowance
 from app.engine.templating import Evaluator, Renderer, compile_expression, compile_template
 
 RESERVED_NAMES = frozenset({"history"})
@@ -46,6 +46,8 @@ class DefinitionLimits:
     # expression however short: each counts SOURCE_OVERHEAD characters more. This keeps a
     # publish under ~2 s.
     max_template_characters: int = 131_072
+    # Syntax nodes of all templates and expressions: 10 to 50 us each to compile.
+    max_template_nodes: int = 30_000
     template: TemplateLimits = field(default_factory=TemplateLimits)
 
 
@@ -110,9 +112,12 @@ def compile_workflow(raw: Any, limits: DefinitionLimits = DEFAULT_LIMITS) -> Com
     compiled: dict[str, CompiledNode] = {}
     weight = _source_weight(nodes) if nodes is not None else 0
     if nodes is not None and _within_source_limit(weight, limits, problems):
-        for node_id, spec in nodes.items():
-            if spec is not None:
-                compiled[node_id] = _compile_node(node_id, spec, set(nodes), limits, problems)
+        with syntax_allowance(limits.max_template_nodes) as nodes_left:
+            for node_id, spec in nodes.items():
+                if spec is not None:
+                    compiled[node_id] = _compile_node(node_id, spec, set(nodes), limits, problems)
+                if nodes_left[0] < 0:  # said once, at the template that went past the limit
+                    break
         if isinstance(start, str) and start in nodes:
             problems.extend(_unreachable(start, nodes, raw["nodes"]))
 

@@ -41,7 +41,7 @@ from app.engine.state import (
     WaitingFor,
     WaitKind,
 )
-from app.engine.templating import EvaluationError, valid_text
+from app.engine.templating import EvaluationError, shortened, valid_text
 
 DEFAULT_HISTORY_LIMIT = 200
 DEFAULT_MAX_TURN_TEXT = 4 * 1024 * 1024
@@ -169,7 +169,8 @@ class _Turn:
             case ShowStateNode():
                 keys = spec.keys if spec.keys is not None else list(self.state.variables)
                 values = {key: self.state.variables.get(key) for key in keys}
-                self.budget.charge_data(values)  # shown in an event, and stored with it
+                with self.budget:  # shown in an event, and stored with it
+                    self.budget.charge_data(values)
                 self.emit("state", node.id, {"values": values})
                 return self.completed(node, spec.next)
             case EndNode():
@@ -292,6 +293,9 @@ class _Turn:
         self.emit(event_type, node.id, msgspec.to_builtins(waiting_for))
 
     def fail(self, node_id: str, error: str) -> None:
+        # A message may quote anything (a provider's answer, a value): keep it short, and
+        # storable even if it quotes a lone surrogate.
+        error = shortened(error).encode(errors="replace").decode()
         self.state.status = RunStatus.FAILED
         self.state.error = error
         self.emit("run_failed", node_id, {"error": error, "node_id": node_id})

@@ -20,6 +20,7 @@ from app.engine.sandbox.environment import TandemSandbox
 from app.engine.sandbox.template_checks import TemplateLimits
 
 MAX_VALUE_DEPTH = 32
+MAX_ERROR_LENGTH = 1_000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 __all__ = [
@@ -147,5 +148,12 @@ def _describe(error: Exception) -> str:
     if isinstance(error, RecursionError):
         return "calls nested too deeply (a macro that calls itself without end?)"
     if isinstance(error, TemplateError):
-        return error.message or type(error).__name__
-    return str(error) or type(error).__name__
+        return shortened(error.message or type(error).__name__)
+    return shortened(str(error) or type(error).__name__)
+
+
+def shortened(message: str) -> str:
+    """An error's message as the run keeps it: a message may quote a value of any size."""
+    if len(message) <= MAX_ERROR_LENGTH:
+        return message
+    return message[: MAX_ERROR_LENGTH - 1] + "…"

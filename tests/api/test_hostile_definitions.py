@@ -76,7 +76,7 @@ async def test_a_turn_over_its_budget_fails_the_run_and_touches_no_other(client:
     assert answer["status"] == "failed" and answer["is_terminal"]
     assert answer["events"][-1]["type"] == "run_failed"
     assert answer["events"][-1]["node_id"] == "say"
-    assert "(limit max_work)" in answer["error"]
+    assert "(limit max_render_work)" in answer["error"]
     untouched = (await client.get(f"/v1/runs/{other['run_id']}")).json()
     assert untouched["status"] == "waiting_for_user_input" and untouched["turn"] == 1
     resumed = await turn(client, booking["workflow_id"], other["run_id"], "Ann")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from app.engine.budget import EvaluationLimits
+from app.engine.compiler import InvalidDefinition, compile_workflow
 from app.engine.state import RunStatus
 from tests.engine.helpers import Conversation, texts
 
@@ -52,7 +53,7 @@ async def failure_of(definition: dict[str, Any], **conversation: Any) -> str:
     [
         (
             "{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
-            "max_work",
+            "max_render_work",
         ),
         ("{% for i in range(2000) %}{{ 'a' * 1000000 }}{% endfor %}", "max_string_length"),
         ("{% for i in range(2000) %}{{ 'a' * 900000 }}{% endfor %}", "max_string_length"),
@@ -72,12 +73,12 @@ async def failure_of(definition: dict[str, Any], **conversation: Any) -> str:
         (
             "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
             "{{ f(25) }}",
-            "max_work",
+            "max_render_work",
         ),
         (
             "{% set l = range(100000) | list %}{% for i in range(100000) %}"
             "{% if i in l %}{% endif %}{% endfor %}",
-            "max_work",
+            "max_render_work",
         ),
         ("{{ ((10**1000)**1000)**10 > 0 }}", "max_integer_bits"),
         (
@@ -110,9 +111,9 @@ async def test_hostile_templates_fail_the_run_naming_the_limit(template: str, li
         (
             "{% set l = range(100000) | list %}{% for i in range(100000) %}"
             "{% set y = l[1:] %}{% endfor %}",
-            "max_work",
+            "max_render_work",
         ),
-        ("{% for i in range(100000) %}{{ ('9' * 1200) | int > 0 }}{% endfor %}", "max_work"),
+        ("{% for i in range(100000) %}{{ ('9' * 1200) | int > 0 }}{% endfor %}", "max_render_work"),
         ("{{ ('9' * 4300) | int }}", "max_integer_bits"),
     ],
 )
@@ -267,17 +268,20 @@ async def test_a_long_legal_turn_gives_the_event_loop_away() -> None:
         ("{{ [1] | batch(fill_with=0, linecount=100000000) | list }}", "max_collection_length"),
         ("{% set x = 'A' * 1000000 %}{{ ([x] * 200) | upper }}", "max_produced_bytes"),
         ("{% set x = 'A' * 1000000 %}{{ [x, x] | sort | length }}", "max_string_length"),
-        ("{% set h = 'a' * 200000 %}{{ h.rfind('ab' ~ 'a' * 100000) }}", "max_work"),
+        ("{% set h = 'a' * 200000 %}{{ h.rfind('ab' ~ 'a' * 100000) }}", "max_render_work"),
         (
             "{% set h = 'a' * 1000000 %}{% for i in range(10) %}{{ ('a' * 99 ~ 'b') in h }}"
             "{% endfor %}",
-            "max_work",
+            "max_render_work",
         ),
-        ("{{ ([1] * 100000) | sum(attribute='real') }}", "max_work"),
-        ("{% set a = [[[[[[1] * 30] * 30] * 30] * 30] * 30] * 30 %}{{ a == a }}", "max_work"),
-        ("{{ ([[1]] * 30000) | sum(start=[]) | length }}", "max_work"),
-        ("{% set s = 'a' * 1000000 %}{{ s | reject | list | length }}", "max_work"),
-        ("{{ ('a ' * 500000) | title }}", "max_work"),
+        ("{{ ([1] * 100000) | sum(attribute='real') }}", "max_render_work"),
+        (
+            "{% set a = [[[[[[1] * 30] * 30] * 30] * 30] * 30] * 30 %}{{ a == a }}",
+            "max_render_work",
+        ),
+        ("{{ ([[1]] * 30000) | sum(start=[]) | length }}", "max_render_work"),
+        ("{% set s = 'a' * 1000000 %}{{ s | reject | list | length }}", "max_render_work"),
+        ("{{ ('a ' * 500000) | title }}", "max_render_work"),
         ("{{ ['\\U000e0001' * 990000] }}", "max_string_length"),
         (
             "{% set y %}{% for i in range(5) %}{{ 'a' * 999999 }}{% endfor %}{% endset %}"
@@ -289,7 +293,7 @@ async def test_a_long_legal_turn_gives_the_event_loop_away() -> None:
         (
             "{% set ns = namespace() %}{% set ns.a = ns %}{% for i in range(100000) %}"
             "{% if ns.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a %}{% endif %}{% endfor %}",
-            "max_work",
+            "max_render_work",
         ),
     ],
 )
@@ -301,3 +305,99 @@ async def test_long_attribute_paths_are_refused() -> None:
     path = "0." * 200 + "0"
     error = await failure_of(saying("{{ ('a' * 100) | list | sort(attribute='" + path + "') }}"))
     assert "attribute path is longer than 256 characters" in error
+
+
+def _defaults_macro() -> str:
+    chain = "n" + ".a" * 40
+    parameters = ", ".join(f"p{i}={chain}" for i in range(300))
+    return (
+        "{% set n = namespace() %}{% set n.a = n %}"
+        f"{{% macro m({parameters}) %}}{{% endmacro %}}"
+        "{% for i in range(20000) %}{{ m() }}{% endfor %}"
+    )
+
+
+# Found by a second review: each held the loop for seconds, allocated gigabytes, or gave
+# the template unlimited work.
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{{ [0] | map('tandem_charge', -1000000000) | list }}", "No filter named"),
+        ("{{ 1 | round(10000000, 'floor') }}", "precision of at most 330"),
+        ("{{ ([1] * 3000) | replace('1', 'x' * 900000) }}", "(limit max_string_length)"),
+        ("{{ (range(20000) | list) | join(['x' * 49990]) }}", "(limit max_string_length)"),
+        ("{{ ['%(a)999999s' * 500] | format(a=1) }}", "(limit max_string_length)"),
+        ("{{ [1] | indent(1000000000) }}", "(limit max_string_length)"),
+        (
+            "{{ (range(3000) | list) | tojson(indent=' ' * 100000) }}",
+            "(limit max_string_length)",
+        ),
+        ("{{ ('%(a(b))999999s' * 1000) % {'a(b)': 1} }}", "(limit max_string_length)"),
+        (
+            "{% set d = dict(range(20000) | batch(2) | list) %}{% set a = d.items() %}"
+            "{% for i in range(2000) %}{% if a == a %}{% endif %}{% endfor %}",
+            "(limit max_render_work)",
+        ),
+        (_defaults_macro(), "(limit max_render_work)"),
+        (
+            "{{ range(0, 20000 * 2305843009213693951, 2305843009213693951) | unique | list }}",
+            "numbers beyond 2**61",
+        ),
+        ("{{ dict([[2305843009213693951 * 2, 1]]) }}", "numbers beyond 2**61"),
+        ("{{ {2305843009213693951 * 3: 1} }}", "numbers beyond 2**61"),
+        (
+            "{% set d = dict(range(20000) | batch(2) | list) %}{% for i in range(20000) %}"
+            "{% set ns = namespace(d) %}{% endfor %}",
+            "(limit max_render_work)",
+        ),
+        ("{{ [1].index(2) }}", "cannot be called"),
+        ("{{ ('中' * 999999) | urlencode | length }}", "(limit max_render_work)"),
+        ("{{ ('中' * 120000) | urlencode | length }}", "(limit max_string_length)"),
+        ("{{ ['a ' * 400000] | title | length }}", "(limit max_render_work)"),
+        (
+            "{% set b = (2**2046) * (2**2047) - 1 %}{% for i in range(30000) %}"
+            "{% if (b ~ '') == '' %}{% endif %}{% endfor %}",
+            "(limit max_render_work)",
+        ),
+        ("{{ 'a' | replace('a', 'x'.upper) }}", "'upper' is a function"),
+        ("{{ ['a', 'b'] | join(attribute='upper') }}", "'upper' is a function"),
+        ("{{ [1, 2] | join(namespace()) }}", "cannot be shown as text"),
+    ],
+)
+async def test_what_a_second_review_found_is_bounded(template: str, message: str) -> None:
+    assert message in await failure_of(saying(template))
+
+
+async def test_what_runs_once_in_a_template_is_charged_at_every_render() -> None:
+    # Nothing here loops inside the template, but the node renders it 10,000 times.
+    lookups = "{% if n" + ".a" * 20 + " %}{% endif %}"
+    definition = {
+        "start": "setup",
+        "limits": {"max_steps_per_turn": 10000},
+        "nodes": {
+            "setup": {"type": "set", "values": {"n": "{'a': 1}"}, "next": "say"},
+            "say": {
+                "type": "message",
+                "text": "{% set n = namespace() %}{% set n.a = n %}" + lookups * 1000,
+                "next": "say",
+            },
+        },
+    }
+    assert "(limit max_work)" in await failure_of(definition)
+
+
+async def test_an_error_message_quoting_a_huge_value_is_kept_short() -> None:
+    definition = {
+        "start": "say",
+        "nodes": {
+            "say": {"type": "message", "text": "{{ history[key] }}", "next": "end"},
+            "end": {"type": "end"},
+        },
+    }
+    error = await failure_of(definition, variables={"key": "k" * 100_000})
+    assert len(error) <= 1_100 and error.endswith("…")
+
+
+async def test_autoescape_blocks_are_refused_at_publish() -> None:
+    with pytest.raises(InvalidDefinition):
+        compile_workflow(saying("{% autoescape true %}{{ x }}{% endautoescape %}"))

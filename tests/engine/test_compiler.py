@@ -228,6 +228,21 @@ def test_every_template_and_expression_weighs_more_than_its_length() -> None:
     assert list(found) == ["nodes"] and "195000 characters" in found["nodes"]
 
 
+def test_the_syntax_nodes_of_a_definition_are_bounded() -> None:
+    # Long filter chains compile at ~50 us a node: two templates of them took 3.3 s.
+    chain = "{{a" + "|e" * 40 + "}}"
+    nodes = {
+        f"n{i}": {"type": "message", "text": chain * 150, "next": f"n{i + 1}"} for i in range(8)
+    }
+    nodes["n8"] = {"type": "end"}
+    started = time.perf_counter()
+    found = problems({"start": "n0", "nodes": nodes})
+    assert time.perf_counter() - started < 3.0
+    assert len(found) == 1
+    [(path, message)] = found.items()
+    assert path.startswith("nodes.n") and "(limit max_template_nodes)" in message
+
+
 def test_patterns_run_in_linear_time_and_backtracking_features_are_refused() -> None:
     ask = {"type": "input", "save_as": "x", "next": "end"}
     refused = problems(flow(("ask", {**ask, "validate": {"pattern": "^(a)\\1$"}}), END))

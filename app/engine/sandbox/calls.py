@@ -20,6 +20,7 @@ from app.engine.sandbox.values import (
     charge_input,
     charge_search,
     check_join,
+    check_keys,
     check_replacement,
     is_int,
     line_breaks,
@@ -69,10 +70,30 @@ def check_call(
         if allowed is not None and obj.__name__ in allowed:
             _compared(budget, None, args, kwargs)  # loop.changed compares its arguments
             return args
-    elif isinstance(obj, Macro | Joiner) or any(obj is known for known in GLOBALS.values()):
+    elif isinstance(obj, Macro | Joiner):
+        return args
+    elif any(obj is known for known in GLOBALS.values()):
+        # namespace(d), dict(d), cycler(*items) copy what they are given.
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, list | tuple | dict):
+                budget.charge_data(value, produced=True)
+        if obj is dict:
+            _check_dict_keys(budget, args, kwargs)
         return args
     name = getattr(obj, "__name__", type(obj).__name__)
     raise SecurityError(f"{name!r} cannot be called in a template")
+
+
+def _check_dict_keys(
+    budget: EvaluationBudget, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    if not args:
+        return
+    source = args[0]
+    if isinstance(source, dict):
+        check_keys(budget, source.keys())
+    elif isinstance(source, list | tuple):
+        check_keys(budget, [pair[0] for pair in source if isinstance(pair, list | tuple) and pair])
 
 
 def _no_check(*_: Any) -> None:
@@ -160,8 +181,9 @@ _STR_METHODS: dict[str, Check] = {
 _METHODS: dict[type, dict[str, Check]] = {
     str: _STR_METHODS,
     dict: {**dict.fromkeys(("items", "keys", "values"), _no_check), "get": _compared},
-    list: dict.fromkeys(("count", "index"), _compared),
-    tuple: dict.fromkeys(("count", "index"), _compared),
+    # Not index(): its error message holds the representation of what was not found.
+    list: {"count": _compared},
+    tuple: {"count": _compared},
 }
 _HELPER_METHODS: dict[type, frozenset[str]] = {
     LoopContext: frozenset({"cycle", "changed"}),

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jinja2 import StrictUndefined, nodes, pass_context
-from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError, TemplateRuntimeError, TemplateSyntaxError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
@@ -25,7 +25,12 @@ from app.engine.budget import WORK_PER_CALL, WORK_PER_OPERATOR, current_budget
 from app.engine.sandbox import hooks
 from app.engine.sandbox.calls import GLOBALS, check_call
 from app.engine.sandbox.filters import budgeted_filters, budgeted_tests
-from app.engine.sandbox.template_checks import TemplateLimits, check_template, instrument
+from app.engine.sandbox.template_checks import (
+    HOOK_PREFIX,
+    TemplateLimits,
+    check_template,
+    instrument,
+)
 from app.engine.sandbox.values import check_binary, renderable
 
 _BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
@@ -37,6 +42,9 @@ _BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "%": operator.mod,
     "**": operator.pow,
 }
+
+
+_DICT_VIEWS: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
 
 
 class TandemSandbox(ImmutableSandboxedEnvironment):
@@ -63,6 +71,7 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
             tandem_compare=hooks.compare,
             tandem_slice=hooks.cut,
             tandem_built=hooks.built,
+            tandem_dict=hooks.keyed,
         )
         self.tests = budgeted_tests()  # type: ignore[assignment]
         # Compiled templates join the text of set blocks and macros with this.
@@ -98,7 +107,10 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
         budget = current_budget()
         budget.charge_work(WORK_PER_CALL)
         args = check_call(budget, __obj, args, kwargs)
-        return budget.charge_value(__context.call(__obj, *args, **kwargs))
+        result = __context.call(__obj, *args, **kwargs)
+        if isinstance(result, _DICT_VIEWS):  # d.keys(): a list, charged, not a live view
+            result = list(result)  # type: ignore[call-overload]
+        return budget.charge_value(result)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is Namespace:
@@ -109,6 +121,21 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
                 return values[attribute]
             return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def call_filter(
+        self,
+        name: str,
+        value: Any,
+        args: Any = None,
+        kwargs: Any = None,
+        context: Context | None = None,
+        eval_ctx: Any = None,
+    ) -> Any:
+        # Filters named at run time (map('upper'), select('odd')) are the template's own:
+        # the budget's hooks are not among them.
+        if name.startswith(HOOK_PREFIX):
+            raise TemplateRuntimeError(f"No filter named {name!r}.")
+        return super().call_filter(name, value, args, kwargs, context, eval_ctx)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         if getattr(value, "__name__", None) in ("format", "format_map") and isinstance(

@@ -11,21 +11,24 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
-from jinja2 import pass_context
-from jinja2.filters import FILTERS
+from jinja2 import Environment, pass_context, pass_environment
+from jinja2.filters import FILTERS, make_attrgetter
 from jinja2.runtime import Context
 from jinja2.tests import TESTS
 from jinja2.utils import _PassArg
 
 from app.engine.budget import WORK_PER_CALL, EvaluationBudget, EvaluationError, current_budget
 from app.engine.sandbox.values import (
+    WORK_PER_RENDERED_ITEM,
     charge_input,
     check_join,
+    check_keys,
     check_percent_format,
     check_replacement,
     is_int,
     line_breaks,
     materialized,
+    renderable,
     rendered_size,
 )
 
@@ -34,12 +37,23 @@ LEFT_OUT = frozenset({"pprint", "random", "striptags", "urlize", "wordwrap", "xm
 # Filters whose Python code goes through a string input one character (or word) at a time.
 _PER_CHARACTER = frozenset(
     {"batch", "first", "groupby", "join", "list", "map", "max", "min", "reject", "rejectattr"}
-    | {"select", "selectattr", "slice", "sort", "sum", "title", "unique", "wordcount"}
+    | {"select", "selectattr", "slice", "sort", "sum", "title", "unique", "urlencode"}
+    | {"wordcount"}
 )
-# Filters that make text of their input: a list or a dict is made its full text first.
+# A filter's call, its arguments bound to its signature, takes about 2 us.
+WORK_PER_FILTER = 2 * WORK_PER_CALL
+# round() computes 10**precision: a float has no more than this many digits either side.
+MAX_ROUND_PRECISION = 330
+# urlencode writes each UTF-8 byte of a character as %XX.
+_URL_ENCODED_GROWTH = 9
+# Filters that make text of their input (str(value)): a list or a dict is made its text
+# here first, within the limits and only if it is plain data.
 _TEXT_FILTERS = frozenset(
     {"capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower"}
-    | {"replace", "safe", "title", "trim", "truncate", "upper", "urlencode", "wordcount"}
+    | {"replace", "safe", "title", "trim", "truncate", "upper", "wordcount"}
+)
+_ATTRIBUTE_FILTERS = frozenset(
+    {"groupby", "join", "map", "max", "min", "rejectattr", "selectattr", "sort", "sum"} | {"unique"}
 )
 # Filters that compare strings without case: each string is lowered, all at once.
 _CASE_FOLDING = frozenset({"dictsort", "groupby", "max", "min", "sort", "unique"})
@@ -49,13 +63,14 @@ MAX_ATTRIBUTE_PATH = 256
 WORK_PER_ATTRIBUTE_PART = 50
 
 Arguments = dict[str, Any]
-FilterCheck = Callable[[EvaluationBudget, Any, Arguments], Any]
+FilterCheck = Callable[[EvaluationBudget, Any, Arguments, Environment], Any]
 
 
 def budgeted_filters() -> dict[str, Callable[..., Any]]:
+    functions = {**FILTERS, "join": _join_filter}
     return {
         name: _budgeted_filter(name, function)
-        for name, function in FILTERS.items()
+        for name, function in functions.items()
         if name not in LEFT_OUT
     }
 
@@ -73,23 +88,26 @@ def _budgeted_filter(name: str, function: Callable[..., Any]) -> Callable[..., A
     takes_first = _PassArg.from_obj(unwrapped) is not None
     signature = inspect.Signature(parameters[1:] if takes_first else parameters)
     check = _CHECKS.get(name)
+    # Binding costs as much as the call: only the filters whose checks read arguments do.
+    reads_arguments = check is not None or name in _ATTRIBUTE_FILTERS | _CASE_FOLDING
 
     @pass_context
     def budgeted(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         budget = current_budget()
-        budget.charge_work(WORK_PER_CALL)
-        bound = signature.bind(value, *args, **kwargs)  # a TypeError is the author's mistake
-        bound.apply_defaults()
-        arguments = bound.arguments
-        charge_input(budget, value, per_character=name in _PER_CHARACTER)
-        _charge_attribute_path(budget, name, value, arguments)
+        budget.charge_work(WORK_PER_FILTER)
         if name in _TEXT_FILTERS and not isinstance(value, str):
-            budget.check_string_length(rendered_size(value, budget))
-        if name in _CASE_FOLDING and not arguments.get("case_sensitive", False):
-            value = materialized(budget, value)
-            _charge_lowered_copies(budget, value)
-        if check is not None:
-            value = check(budget, value, arguments)
+            value = renderable(value, budget)  # what the filter would make of it, checked
+        charge_input(budget, value, per_character=name in _PER_CHARACTER)
+        if reads_arguments:
+            bound = signature.bind(value, *args, **kwargs)  # a TypeError: the author's
+            bound.apply_defaults()
+            arguments = bound.arguments
+            _charge_attribute_path(budget, name, value, arguments)
+            if name in _CASE_FOLDING and not arguments.get("case_sensitive", False):
+                value = materialized(budget, value)
+                _charge_lowered_copies(budget, value)
+            if check is not None:
+                value = check(budget, value, arguments, context.environment)
         if passes is _PassArg.context:
             result = function(context, value, *args, **kwargs)
         elif passes is _PassArg.eval_context:
@@ -146,13 +164,34 @@ def _charge_lowered_copies(budget: EvaluationBudget, items: Any) -> None:
 # The checks of the filters that could build something large, by name.
 
 
-def _join(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+@pass_environment
+def _join_filter(
+    environment: Environment, value: Any, d: Any = "", attribute: str | int | None = None
+) -> str:
+    """Jinja2's ``join``, made of the items' text as the rest of Tandem makes it: plain
+    data only, never a Python object's representation, within the string limit."""
+    budget = current_budget()
+    items = list(materialized(budget, value))
+    if attribute is not None:
+        look_up = make_attrgetter(environment, attribute)
+        items = [look_up(item) for item in items]
+    texts = [renderable(item, budget) for item in items]
+    separator = renderable(d, budget)
+    budget.check_string_length(sum(map(len, texts)) + len(separator) * max(len(texts) - 1, 0))
+    return separator.join(texts)
+
+
+def _join(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
     items = materialized(budget, value)
-    check_join(budget, items, arguments["d"])
+    check_join(budget, items, renderable(arguments["d"], budget))
     return items
 
 
-def _sum(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+def _sum(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
     """Summing lists builds each partial list anew: quadratic in their total length."""
     items = materialized(budget, value)
     start = arguments["start"]
@@ -164,27 +203,57 @@ def _sum(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
     return items
 
 
-def _center(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+def _center(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
     if is_int(arguments["width"]):
         budget.check_string_length(arguments["width"])
     return value
 
 
-def _indent(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+def _indent(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
     width = arguments["width"]
+    # The indentation is built before anything else, whatever the value is.
+    indent = width if is_int(width) else len(width) if isinstance(width, str) else 0
+    budget.check_string_length(max(indent, 0))
     if isinstance(value, str):
-        indent = width if is_int(width) else len(width) if isinstance(width, str) else 0
         budget.check_string_length(len(value) + line_breaks(value) * max(indent, 0))
     return value
 
 
-def _replace(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+def _replace(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
+    old = renderable(arguments["old"], budget)
+    new = renderable(arguments["new"], budget)
     if isinstance(value, str):
-        check_replacement(budget, value, str(arguments["old"]), str(arguments["new"]))
+        check_replacement(budget, value, old, new)
     return value
 
 
-def _format(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+def _round(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
+    """round() computes ten to the power of its precision, however large."""
+    precision = arguments["precision"]
+    if is_int(precision) and abs(precision) > MAX_ROUND_PRECISION:
+        raise EvaluationError(f"round takes a precision of at most {MAX_ROUND_PRECISION} digits")
+    return value
+
+
+def _urlencode(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
+    size = len(value) if isinstance(value, str) else rendered_size(value, budget)
+    budget.check_string_length(size * _URL_ENCODED_GROWTH)
+    return value
+
+
+def _format(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
     if isinstance(value, str):
         check_percent_format(budget, value, arguments["kwargs"] or tuple(arguments["args"]))
     return value
@@ -193,7 +262,9 @@ def _format(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
 def _count(parameter: str) -> FilterCheck:
     """``batch`` and ``slice`` make as many pieces as their count says."""
 
-    def check(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+    def check(
+        budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+    ) -> Any:
         if is_int(arguments[parameter]):
             budget.check_collection_length(arguments[parameter])
         return materialized(budget, value)
@@ -201,13 +272,31 @@ def _count(parameter: str) -> FilterCheck:
     return check
 
 
-def _list(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+def _list(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
     if isinstance(value, str | range):
         budget.check_collection_length(len(value))
     return materialized(budget, value)
 
 
-def _int(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+def _unique(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
+    """unique() puts every item (or its attribute) in a set: keys are checked first."""
+    items = materialized(budget, value)
+    attribute = arguments.get("attribute")
+    if attribute is not None and isinstance(items, list | tuple):
+        look_up = make_attrgetter(environment, attribute)
+        check_keys(budget, [look_up(item) for item in items])
+    else:
+        check_keys(budget, items if not isinstance(items, str) else ())
+    return items
+
+
+def _int(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
     """Parsing digits takes time quadratic in their number: refuse more digits than the
     integer limit can hold, and charge the rest."""
     if isinstance(value, str):
@@ -217,14 +306,17 @@ def _int(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
     return value
 
 
-def _text(budget: EvaluationBudget, value: Any, arguments: Arguments) -> Any:
+def _text(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
     """The text of a value (``string``, ``tojson``): with an ``indent``, every item is on a
     line of its own, indented once per level it is nested at."""
     size = rendered_size(value, budget)
     indent = arguments.get("indent")
-    if isinstance(indent, int) and indent > 0:
+    width = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
+    if width > 0:
         items, depth = _shape(budget, value)
-        size += items * (1 + indent * depth)
+        size += items * (1 + width * depth)
     budget.check_string_length(size)
     return value
 
@@ -235,7 +327,7 @@ def _shape(budget: EvaluationBudget, value: Any) -> tuple[int, int]:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        budget.charge_work(1)
+        budget.charge_work(WORK_PER_RENDERED_ITEM)
         items += 1
         deepest = max(deepest, depth)
         if isinstance(item, list | tuple):
@@ -255,9 +347,11 @@ _CHECKS: dict[str, FilterCheck] = {
     "batch": _count("linecount"),
     "slice": _count("slices"),
     "list": _list,
-    "unique": lambda budget, value, arguments: materialized(budget, value),
-    "sort": lambda budget, value, arguments: materialized(budget, value),
+    "unique": _unique,
+    "sort": lambda budget, value, arguments, environment: materialized(budget, value),
     "int": _int,
+    "round": _round,
+    "urlencode": _urlencode,
     "string": _text,
     "tojson": _text,
 }

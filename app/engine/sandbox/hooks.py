@@ -5,8 +5,14 @@ import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from app.engine.budget import WORK_PER_OPERATOR, current_budget
-from app.engine.sandbox.values import charge_input, charge_search, iterable, renderable
+from app.engine.budget import WORK_PER_OPERATOR, EvaluationError, current_budget
+from app.engine.sandbox.values import (
+    charge_input,
+    charge_search,
+    check_keys,
+    iterable,
+    renderable,
+)
 
 _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq,
@@ -23,6 +29,7 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
 def iterate(items: Any, work_per_item: int, literal_per_item: int) -> Iterator[Any]:
     """A for loop's items, each charged with the size of the loop's body."""
     budget = current_budget()
+    _check_amounts(work_per_item, literal_per_item)
     for item in iterable(items):
         budget.charge_work(work_per_item)
         budget.charge_bytes(literal_per_item)
@@ -30,8 +37,9 @@ def iterate(items: Any, work_per_item: int, literal_per_item: int) -> Iterator[A
 
 
 def charge(work: int, literal: int) -> str:
-    """A macro's or a call block's run, charged with the size of its body."""
+    """A render's, a macro's or a call block's run, charged with the size of its body."""
     budget = current_budget()
+    _check_amounts(work, literal)
     budget.charge_work(work)
     budget.charge_bytes(literal)
     return ""
@@ -58,9 +66,25 @@ def cut(obj: Any, start: Any, stop: Any, step: Any) -> Any:
 
 
 def built(value: Any) -> Any:
-    """A list, tuple or dict written in a template, charged for every item it holds."""
+    """A list or tuple written in a template, charged for every item it holds."""
     current_budget().charge_data(value)
     return value
+
+
+def keyed(_unused: Any, *pairs: Any) -> dict[Any, Any]:
+    """A dict written in a template, ``key, value, key, value, …``: its keys are checked
+    before any is hashed, then the dict is charged for every item it holds."""
+    budget = current_budget()
+    keys = pairs[0::2]
+    check_keys(budget, keys)
+    built = dict(zip(keys, pairs[1::2], strict=True))
+    budget.charge_data(built)
+    return built
+
+
+def _check_amounts(*amounts: Any) -> None:
+    if not all(isinstance(amount, int) and amount >= 0 for amount in amounts):
+        raise EvaluationError("the budget's hooks take only what templates are compiled with")
 
 
 def compare(left: Any, *operations: Any) -> bool:
@@ -75,6 +99,8 @@ def compare(left: Any, *operations: Any) -> bool:
         for operand in (left, right):
             if isinstance(operand, list | tuple | dict):
                 budget.charge_data(operand, produced=False)
+        if name in ("in", "notin") and isinstance(right, dict):
+            check_keys(budget, (left,))
         if isinstance(left, str) and isinstance(right, str):
             if name in ("in", "notin"):
                 charge_search(budget, right, left)

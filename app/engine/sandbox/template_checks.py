@@ -21,6 +21,8 @@ place where a template can repeat work gets a charge against the turn's budget:
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from jinja2 import nodes
@@ -31,6 +33,7 @@ from app.engine.budget import (
     WORK_PER_ITERATION,
     WORK_PER_LOOKUP,
     WORK_PER_MACRO_RUN,
+    WORK_PER_RENDER,
     WORK_PER_SYNTAX_NODE,
 )
 
@@ -52,17 +55,47 @@ _REFUSED_STATEMENTS: dict[type[nodes.Node], str] = {
     nodes.Import: "templates cannot import other templates",
     nodes.FromImport: "templates cannot import other templates",
     nodes.Block: "blocks are not supported (there is no template inheritance)",
+    nodes.ScopedEvalContextModifier: "autoescape blocks are not supported",
+    nodes.EvalContextModifier: "autoescape blocks are not supported",
 }
+# Statements whose bodies charge for themselves once instrumented.
+_SELF_CHARGING = (nodes.For, nodes.Macro, nodes.CallBlock)
 # Statements that Python compiles into nested blocks (CPython allows 20 of them).
 _BLOCK_STATEMENTS = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.With)
+
+
+# What is left of the syntax nodes the definition being compiled may hold (see
+# ``syntax_allowance``): compiling costs 10 to 50 us a node.
+_allowance: ContextVar[list[int] | None] = ContextVar("syntax_allowance", default=None)
+
+
+@contextmanager
+def syntax_allowance(syntax_nodes: int) -> Iterator[list[int]]:
+    """Within, the templates compiled hold at most ``syntax_nodes`` nodes together; the
+    list yielded holds what is left (below zero once exceeded)."""
+    left = [syntax_nodes]
+    token = _allowance.set(left)
+    try:
+        yield left
+    finally:
+        _allowance.reset(token)
 
 
 def check_template(tree: nodes.Template, limits: TemplateLimits) -> None:
     """Raise ``TemplateSyntaxError`` for what a template may not contain. Iterative, so
     that any depth is measured without recursion."""
+    allowance = _allowance.get()
     stack: list[tuple[nodes.Node, int, int]] = [(tree, 1, 0)]
     while stack:
         node, depth, blocks = stack.pop()
+        if allowance is not None:
+            allowance[0] -= 1
+            if allowance[0] < 0:
+                raise TemplateSyntaxError(
+                    "the definition's templates and expressions hold too many syntax nodes "
+                    "(limit max_template_nodes)",
+                    node.lineno,
+                )
         if depth > limits.max_template_nesting:
             raise TemplateSyntaxError(
                 f"nested more than {limits.max_template_nesting} levels deep", node.lineno
@@ -117,7 +150,10 @@ class _Instrumenter(NodeTransformer):
 
     def visit_Dict(self, node: nodes.Dict) -> nodes.Node:
         self.generic_visit(node)
-        return _hook("tandem_built", node)
+        pairs: list[nodes.Expr] = []
+        for pair in node.items:
+            pairs += [pair.key, pair.value]
+        return _hook("tandem_dict", nodes.Const(None), *pairs)
 
     def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
         self.generic_visit(node)
@@ -138,8 +174,19 @@ class _Instrumenter(NodeTransformer):
             operands += [nodes.Const(operand.op), operand.expr]
         return _hook("tandem_compare", *operands)
 
+    def visit_Template(self, node: nodes.Template) -> nodes.Node:
+        """Each render is charged for what runs once in it: the nodes outside loops and
+        macros (a turn may render one template thousands of times)."""
+        work, literal = _cost(WORK_PER_RENDER, node.body, outside_loops=True)
+        self.generic_visit(node)
+        charge = _hook("tandem_charge", nodes.Const(work), nodes.Const(literal))
+        node.body.insert(0, nodes.ExprStmt(charge, lineno=1))
+        return node
+
     def _charge_each_run(self, node: nodes.Macro | nodes.CallBlock) -> nodes.Node:
-        work, literal = _cost(WORK_PER_MACRO_RUN, node.body)
+        # Defaults are evaluated at every call that leaves them out.
+        defaults: list[nodes.Node] = [*node.defaults, *node.args]
+        work, literal = _cost(WORK_PER_MACRO_RUN, node.body, defaults)
         self.generic_visit(node)
         charge = _hook("tandem_charge", nodes.Const(work), nodes.Const(literal))
         node.body.insert(0, nodes.ExprStmt(charge, lineno=node.lineno))
@@ -152,10 +199,13 @@ def _hook(name: str, first: nodes.Expr, *rest: nodes.Expr) -> nodes.Filter:
     return nodes.Filter(first, name, list(rest), [], None, None)
 
 
-def _cost(base: int, *parts: list[nodes.Node] | nodes.Node | None) -> tuple[int, int]:
-    """The work of running ``parts`` once, besides ``base``, and their literal text."""
+def _cost(
+    base: int, *parts: list[nodes.Node] | nodes.Node | None, outside_loops: bool = False
+) -> tuple[int, int]:
+    """The work of running ``parts`` once, besides ``base``, and their literal text;
+    ``outside_loops``: not counting what loops and macros charge for themselves."""
     work, literal = base, 0
-    for node in _walk(parts):
+    for node in _walk(parts, outside_loops):
         lookup = isinstance(node, nodes.Getattr | nodes.Getitem)
         work += WORK_PER_LOOKUP if lookup else WORK_PER_SYNTAX_NODE
         if isinstance(node, nodes.TemplateData):
@@ -163,7 +213,9 @@ def _cost(base: int, *parts: list[nodes.Node] | nodes.Node | None) -> tuple[int,
     return work, literal
 
 
-def _walk(parts: tuple[list[nodes.Node] | nodes.Node | None, ...]) -> Iterator[nodes.Node]:
+def _walk(
+    parts: tuple[list[nodes.Node] | nodes.Node | None, ...], outside_loops: bool = False
+) -> Iterator[nodes.Node]:
     stack: list[nodes.Node] = []
     for part in parts:
         if isinstance(part, list):
@@ -173,4 +225,6 @@ def _walk(parts: tuple[list[nodes.Node] | nodes.Node | None, ...]) -> Iterator[n
     while stack:
         node = stack.pop()
         yield node
+        if outside_loops and isinstance(node, _SELF_CHARGING):
+            continue
         stack.extend(node.iter_child_nodes())
