@@ -58,7 +58,7 @@ class EvaluationLimits:
     """The limits of one turn's evaluation (README, "Limits"); every one is configurable."""
 
     max_work: int = 5_000_000
-    max_render_work: int = 500_000
+    max_render_work: int = 250_000
     max_produced_bytes: int = 32 * 1024 * 1024
     max_string_length: int = 1_000_000
     max_collection_length: int = 100_000

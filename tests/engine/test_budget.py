@@ -95,7 +95,7 @@ async def failure_of(definition: dict[str, Any], **conversation: Any) -> str:
         ("{% set big = 'é' * 100000 %}{{ ([big] * 10) | tojson }}", "max_string_length"),
         ("{{ ('a ' * 500000).split() | length }}", "max_collection_length"),
         (
-            "{% set l = [range(100) | list] * 2000 %}{{ l | sum(start=[]) | length }}",
+            "{% set l = [range(1000) | list] * 101 %}{{ l | sum(start=[]) | length }}",
             "max_collection_length",
         ),
     ],
@@ -378,7 +378,7 @@ async def test_what_runs_once_in_a_template_is_charged_at_every_render() -> None
             "setup": {"type": "set", "values": {"n": "{'a': 1}"}, "next": "say"},
             "say": {
                 "type": "message",
-                "text": "{% set n = namespace() %}{% set n.a = n %}" + lookups * 1000,
+                "text": "{% set n = namespace() %}{% set n.a = n %}" + lookups * 500,
                 "next": "say",
             },
         },
