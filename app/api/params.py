@@ -11,12 +11,15 @@ from app.engine.templating import EvaluationError, to_storable
 from app.errors import ErrorItem, InvalidId, InvalidInput, UnknownCommand
 from app.services.turns import TurnRequest
 
-_OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+# Ids are written lowercase in answers; either case is accepted on the way in.
+OBJECT_ID_PATTERN = "^[0-9a-fA-F]{24}$"
+_OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
 
 
 def object_id(value: str, name: str) -> ObjectId:
     """A 24-hex-digit id, or a 400 that says what is wrong."""
-    if not _OBJECT_ID.match(value):
+    # fullmatch, not match: ``$`` alone also matches before a trailing newline.
+    if not _OBJECT_ID.fullmatch(value):
         raise InvalidId(
             f"{name} must be 24 hexadecimal digits, not {value[:40]!r}.",
             errors=[ErrorItem(path=name, message="must be 24 hexadecimal digits")],

@@ -72,7 +72,7 @@ class WorkflowController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         cursor: FromQuery[str | None] = None,
     ) -> WorkflowPage:
-        before = object_id(cursor, "cursor") if cursor else None
+        before = object_id(cursor, "cursor") if cursor is not None else None
         page = await workflows.list_page(request.user, limit, before)
         items = [
             WorkflowSummary(

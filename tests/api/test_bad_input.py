@@ -1,11 +1,12 @@
 """Every bad input gets a clear 4xx with {"detail", "code"}; nothing stored changes."""
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from tests.api.helpers import Client, turn
-from tests.support import flow
+from tests.support import BOOKING, flow
 
 ECHO = flow(
     ("ask", {"type": "input", "save_as": "said", "save_data_as": "payload", "next": "ask"}),
@@ -201,3 +202,61 @@ async def test_unknown_routes_and_methods_answer_the_error_body(client: Client) 
 async def test_an_empty_body_starts_a_run(client: Client, booking_id: str) -> None:
     response = await client.post(f"/v1/workflows/{booking_id}/execute")
     assert response.status_code == 200 and response.json()["turn"] == 1
+
+
+# Forms an id regular expression anchored with ``$`` alone, or a lenient parser, lets through.
+NEAR_MISS_IDS = [
+    "65f0c0ffee0000000000abcd\n",
+    "65f0c0ffee0000000000abcd\r\n",
+    " 65f0c0ffee0000000000abcd",
+    "65f0c0ffee0000000000abcd ",
+    "65f0c0ffee0000000000abcd0",
+    "0x65f0c0ffee0000000000ab",
+    "\uff16\uff15f0c0ffee0000000000abcd",  # fullwidth digits
+    "",
+]
+
+
+@pytest.mark.parametrize("bad", NEAR_MISS_IDS)
+async def test_near_miss_ids_are_400_in_every_slot(
+    client: Client, booking_id: str, bad: str
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    escaped = quote(bad, safe="")
+    in_path = [
+        ("GET", f"/v1/runs/{escaped}", None, "run_id"),
+        ("GET", f"/v1/runs/{escaped}/events", None, "run_id"),
+        ("GET", f"/v1/workflows/{escaped}", None, "workflow_id"),
+        ("GET", f"/v1/workflows/{escaped}/versions/0", None, "workflow_id"),
+        ("POST", f"/v1/workflows/{escaped}/versions", {"definition": BOOKING}, "workflow_id"),
+        ("POST", f"/v1/workflows/{escaped}/execute", {}, "workflow_id"),
+    ]
+    elsewhere = [
+        ("POST", f"/v1/workflows/{booking_id}/execute", {"run_id": bad}, "run_id"),
+        ("POST", f"/v1/workflows/{booking_id}/execute?version=0", {"run_id": bad}, "run_id"),
+        ("GET", f"/v1/workflows?cursor={escaped}", None, "cursor"),
+    ]
+    # An empty path segment makes another route, not an id.
+    for method, path, body, name in (in_path if bad else []) + elsewhere:
+        response = await client.request(method, path, json=body)
+        answer = assert_error(response, 400, "invalid_id")
+        assert answer["errors"] == [{"path": name, "message": "must be 24 hexadecimal digits"}], (
+            method,
+            path,
+        )
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+    workflow = (await client.get(f"/v1/workflows/{booking_id}")).json()
+    assert workflow["latest_version"] == 0
+
+
+async def test_ids_are_read_in_either_case_and_answered_lowercase(
+    client: Client, booking_id: str
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    upper_run, upper_workflow = run_id.upper(), booking_id.upper()
+    assert (await client.get(f"/v1/runs/{upper_run}")).json()["run_id"] == run_id
+    assert (await client.get(f"/v1/runs/{upper_run}/events")).json()["run_id"] == run_id
+    assert (await client.get(f"/v1/workflows/{upper_workflow}")).json()["workflow_id"] == booking_id
+    answer = await turn(client, upper_workflow, upper_run, "Ada")
+    assert (answer["run_id"], answer["workflow_id"]) == (run_id, booking_id)
