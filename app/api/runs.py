@@ -9,7 +9,7 @@ from litestar.response import ServerSentEvent
 
 from app.api.answers import reported_status, turn_answer
 from app.api.dependencies import API_KEY_SECURITY, Caller, error_responses
-from app.api.params import object_id, turn_request
+from app.api.params import JsonBodyRequest, object_id, turn_request
 from app.api.schemas import ExecuteRequest, RunDetail, RunEvents, TurnAnswer
 from app.api.streaming import stream_turn
 from app.services.turns import TurnService
@@ -18,6 +18,7 @@ Turns = NamedDependency[TurnService]
 
 
 class ExecuteController(Controller):
+    request_class = JsonBodyRequest
     path = "/v1/workflows/{workflow_id:str}/execute"
     tags = ["runs"]
     security = API_KEY_SECURITY

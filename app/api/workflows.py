@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.api.dependencies import API_KEY_SECURITY, Caller, error_responses
-from app.api.params import object_id
+from app.api.params import JsonBodyRequest, object_id
 from app.api.schemas import (
     CreateWorkflowRequest,
     PublishVersionRequest,
@@ -25,6 +25,7 @@ Workflows = NamedDependency[WorkflowService]
 
 
 class WorkflowController(Controller):
+    request_class = JsonBodyRequest
     path = "/v1/workflows"
     tags = ["workflows"]
     security = API_KEY_SECURITY

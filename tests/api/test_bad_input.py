@@ -260,3 +260,120 @@ async def test_ids_are_read_in_either_case_and_answered_lowercase(
     assert (await client.get(f"/v1/workflows/{upper_workflow}")).json()["workflow_id"] == booking_id
     answer = await turn(client, upper_workflow, upper_run, "Ada")
     assert (answer["run_id"], answer["workflow_id"]) == (run_id, booking_id)
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "path"),
+    [
+        ("execute", b'{"inputs": {"a": "\xff"}}', "inputs.a"),
+        ("execute", b'{"run_input": {"message": "caf\xe9"}}', "run_input.message"),
+        ("execute", b'{"run_input": {"data": {"x": [1, "\xc3"]}}}', "run_input.data.x[1]"),
+        ("execute", b'{"inputs": {"\xff": 1}}', "inputs"),
+        ("create", b'{"name": "\xff", "definition": {}}', "name"),
+        ("create", b'{"name": "x", "definition": {"start": "\xed\xa0\x80"}}', "definition.start"),
+        (
+            "publish",
+            b'{"definition": {"nodes": {"e": {"type": "fail", "error": "\xff"}}}}',
+            "definition.nodes.e.error",
+        ),
+    ],
+)
+async def test_invalid_utf8_in_a_string_is_invalid_json_with_its_path(
+    client: Client, booking_id: str, target: str, body: bytes, path: str
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    url = {
+        "execute": f"/v1/workflows/{booking_id}/execute",
+        "create": "/v1/workflows",
+        "publish": f"/v1/workflows/{booking_id}/versions",
+    }[target]
+    if target == "execute" and b"run_input" in body:
+        body = body.replace(b"{", b'{"run_id": "' + run_id.encode() + b'", ', 1)
+    answer = assert_error(await post_raw(client, url, body), 400, "invalid_json")
+    assert "UTF-8" in answer["detail"]
+    assert [error["path"] for error in answer["errors"]] == [path]
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+    assert (await client.get("/v1/workflows")).json()["items"][0]["latest_version"] == 0
+    assert len((await client.get("/v1/workflows")).json()["items"]) == 1
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [100, 1_000, 10_000, 100_000])
+@pytest.mark.parametrize(
+    ("target", "make_body", "status", "code", "path"),
+    [
+        ("execute", lambda deep: deep, 400, "invalid_input", "body"),
+        (
+            "execute",
+            lambda deep: b'{"inputs": {"a": ' + deep + b"}}",
+            400,
+            "invalid_input",
+            "inputs",
+        ),
+        (
+            "execute",
+            lambda deep: b'{"run_input": {"data": ' + deep + b"}}",
+            400,
+            "invalid_input",
+            "run_input.data",
+        ),
+        (
+            "create",
+            lambda deep: b'{"name": "x", "definition": {"nodes": ' + deep + b"}}",
+            422,
+            "invalid_definition",
+            "definition",
+        ),
+        (
+            "publish",
+            lambda deep: b'{"definition": {"start": "a", "nodes": {"a": ' + deep + b"}}}",
+            422,
+            "invalid_definition",
+            "definition",
+        ),
+    ],
+)
+async def test_json_nested_beyond_the_limit_is_refused_at_its_field(
+    client: Client,
+    booking_id: str,
+    depth: int,
+    target: str,
+    make_body: Any,
+    status: int,
+    code: str,
+    path: str,
+) -> None:
+    """Nested 100 levels or 100,000, a value gets the same answer: too deep for its field."""
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    url = {
+        "execute": f"/v1/workflows/{booking_id}/execute",
+        "create": "/v1/workflows",
+        "publish": f"/v1/workflows/{booking_id}/versions",
+    }[target]
+    response = await post_raw(client, url, make_body(nested(depth)))
+    if depth == 100 and path == "body":
+        # Shallow enough to decode: a list is simply not the object a turn takes.
+        assert_error(response, 400, "validation_error")
+        return
+    answer = assert_error(response, status, code)
+    assert answer["errors"] == [
+        {"path": path, "message": "the value is nested deeper than 32 levels"}
+    ]
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+    workflows = (await client.get("/v1/workflows")).json()["items"]
+    assert [w["latest_version"] for w in workflows] == [0]
+
+
+async def test_a_deep_body_on_a_later_turn_changes_nothing(client: Client, booking_id: str) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    body = b'{"run_id": "' + run_id.encode() + b'", "run_input": {"data": ' + nested(5_000) + b"}}"
+    response = await post_raw(client, f"/v1/workflows/{booking_id}/execute", body)
+    assert assert_error(response, 400, "invalid_input")["errors"][0]["path"] == "run_input.data"
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+    await turn(client, booking_id, run_id, "Ada")  # the run still takes its next turn
