@@ -33,6 +33,11 @@ _CODES_BY_STATUS = {
     503: "unavailable",
 }
 _MSGSPEC_AT = re.compile(r"^(?P<message>.*?) - at `\$(?P<path>[^`]*)`$")
+# msgspec names a missing or unknown field in its message, at the path of its object.
+_FIELD_IN_MESSAGE = {
+    re.compile(r"^Object missing required field `(?P<field>[^`]*)`$"): "is required",
+    re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$"): "is not a known field",
+}
 
 
 def error_response(
@@ -79,20 +84,7 @@ def _caused_by_bad_json(error: BaseException) -> bool:
 
 
 def _validation_body(error: ValidationException) -> ErrorBody:
-    items: list[ErrorItem] = []
-    for entry in error.extra if isinstance(error.extra, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        message = str(entry.get("message", "is invalid"))
-        source, key = entry.get("source"), entry.get("key")
-        path = str(key) if key and key != "data" else ""
-        match = _MSGSPEC_AT.match(message)
-        if match:
-            message = match["message"]
-            path = (path + match["path"]).lstrip(".")
-        if source and source != "body":
-            path = f"{source}.{path}" if path else str(source)
-        items.append(ErrorItem(path=path or "body", message=message))
+    items = [_validation_item(entry) for entry in error.extra or [] if isinstance(entry, dict)]
     if not items:
         return ErrorBody(detail=str(error.detail), code="validation_error")
     return ErrorBody(
@@ -100,3 +92,26 @@ def _validation_body(error: ValidationException) -> ErrorBody:
         code="validation_error",
         errors=items,
     )
+
+
+def _validation_item(entry: dict[str, Any]) -> ErrorItem:
+    """One of Litestar's validation messages, with the path as the client wrote it.
+
+    Litestar gives a query or path parameter's name as ``key`` (its ``source`` says where
+    it was), and a body field's path under the handler's ``data`` argument.
+    """
+    message = str(entry.get("message", "is invalid"))
+    key = entry.get("key")
+    path = str(key) if key and key != "data" else ""
+    match = _MSGSPEC_AT.match(message)
+    if match:
+        message = match["message"]
+        path = _join(path, match["path"].lstrip("."))
+    for pattern, meaning in _FIELD_IN_MESSAGE.items():
+        if named := pattern.match(message):
+            path, message = _join(path, named["field"]), meaning
+    return ErrorItem(path=path or "body", message=message)
+
+
+def _join(path: str, field: str) -> str:
+    return f"{path}.{field}" if path and field else path or field

@@ -377,3 +377,60 @@ async def test_a_deep_body_on_a_later_turn_changes_nothing(client: Client, booki
     assert assert_error(response, 400, "invalid_input")["errors"][0]["path"] == "run_input.data"
     assert (await client.get(f"/v1/runs/{run_id}")).json() == before
     await turn(client, booking_id, run_id, "Ada")  # the run still takes its next turn
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "path", "message"),
+    [
+        ("GET", "/v1/runs/{run}/events?turn=0", None, "turn", "Expected `int` >= 1"),
+        ("GET", "/v1/runs/{run}/events?turn=two", None, "turn", "Expected `int | null`, got `str`"),
+        (
+            "POST",
+            "/v1/workflows/{workflow}/execute?version=-1",
+            {},
+            "version",
+            "Expected `int` >= 0",
+        ),
+        ("GET", "/v1/workflows?limit=101", None, "limit", "Expected `int` <= 100"),
+        ("POST", "/v1/workflows", {"definition": {}}, "name", "is required"),
+        ("POST", "/v1/workflows", {"name": "x"}, "definition", "is required"),
+        ("POST", "/v1/workflows", {"name": "", "definition": {}}, "name", None),
+        ("POST", "/v1/workflows", {"name": "x", "definition": {}, "owner": 1}, "owner", None),
+        ("POST", "/v1/workflows/{workflow}/versions", {}, "definition", "is required"),
+        (
+            "POST",
+            "/v1/workflows/{workflow}/execute",
+            {"run_input": {"colour": 1}},
+            "run_input.colour",
+            "is not a known field",
+        ),
+        (
+            "POST",
+            "/v1/workflows/{workflow}/execute",
+            {"run_input": {"message": 1}},
+            "run_input.message",
+            None,
+        ),
+        ("POST", "/v1/workflows/{workflow}/execute", {"runid": "x"}, "runid", None),
+        ("POST", "/v1/workflows/{workflow}/execute", {"inputs": [1]}, "inputs", None),
+        ("POST", "/v1/workflows/{workflow}/execute", [], "body", None),
+    ],
+)
+async def test_validation_errors_name_the_field_as_the_client_wrote_it(
+    client: Client,
+    booking_id: str,
+    method: str,
+    url: str,
+    body: Any,
+    path: str,
+    message: str | None,
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    response = await client.request(method, url.format(run=run_id, workflow=booking_id), json=body)
+    answer = assert_error(response, 400, "validation_error")
+    assert [error["path"] for error in answer["errors"]] == [path]
+    if message is not None:
+        assert answer["errors"][0]["message"] == message
+    assert f"{path}: " in answer["detail"]
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
