@@ -1,13 +1,14 @@
 """Turning path, query and body values into the ids and requests the services take."""
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from bson import ObjectId
 from litestar import Request
+from litestar.params import PathParameter, QueryParameter
 
-from app.api.schemas import ExecuteRequest
+from app.api.schemas import ID_DESCRIPTION, ID_PATTERN_IN, ExecuteRequest
 from app.engine.compiler import RESERVED_NAMES
 from app.engine.templating import MAX_VALUE_DEPTH, EvaluationError, to_storable
 from app.errors import (
@@ -21,9 +22,37 @@ from app.errors import (
 )
 from app.services.turns import TurnRequest
 
-# Ids are written lowercase in answers; either case is accepted on the way in.
-OBJECT_ID_PATTERN = "^[0-9a-fA-F]{24}$"
-_OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
+_OBJECT_ID = re.compile(ID_PATTERN_IN)
+
+# Ids are documented with their pattern (schema_extra) but checked by object_id, which
+# answers invalid_id. Litestar documents a bound only when it is truthy, so a minimum
+# of 0 is given again in schema_extra.
+WorkflowIdPath = Annotated[
+    str, PathParameter(description=ID_DESCRIPTION, schema_extra={"pattern": ID_PATTERN_IN})
+]
+RunIdPath = Annotated[
+    str, PathParameter(description=ID_DESCRIPTION, schema_extra={"pattern": ID_PATTERN_IN})
+]
+VersionPath = Annotated[int, PathParameter(ge=0, schema_extra={"minimum": 0})]
+VersionQuery = Annotated[
+    int | None,
+    QueryParameter(
+        ge=0,
+        schema_extra={"minimum": 0},
+        description="The version a new run pins (default: the latest); ignored on later turns.",
+    ),
+]
+TurnQuery = Annotated[
+    int | None, QueryParameter(ge=1, description="Only the events of this turn (1-based).")
+]
+LimitQuery = Annotated[int, QueryParameter(ge=1, le=100, description="At most this many items.")]
+CursorQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="The next_cursor of the previous page.",
+        schema_extra={"pattern": ID_PATTERN_IN},
+    ),
+]
 
 
 def object_id(value: str, name: str) -> ObjectId:

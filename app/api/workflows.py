@@ -1,13 +1,21 @@
 """``/v1/workflows``: publish, version and read workflow definitions."""
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import JSONBody
 
-from app.api.dependencies import API_KEY_SECURITY, Caller, error_responses
-from app.api.params import JsonBodyRequest, object_id
+from app.api.dependencies import API_KEY_SECURITY, Caller
+from app.api.errors import error_responses
+from app.api.params import (
+    CursorQuery,
+    JsonBodyRequest,
+    LimitQuery,
+    VersionPath,
+    WorkflowIdPath,
+    object_id,
+)
 from app.api.schemas import (
     CreateWorkflowRequest,
     PublishVersionRequest,
@@ -23,6 +31,10 @@ from app.services.workflows import WorkflowService
 
 Workflows = NamedDependency[WorkflowService]
 
+# The error codes each route answers with (documented by error_responses).
+_BODY = ("invalid_json", "validation_error", "invalid_input", "payload_too_large")
+_READ = ("invalid_id", "unauthorized", "not_found")
+
 
 class WorkflowController(Controller):
     request_class = JsonBodyRequest
@@ -33,7 +45,7 @@ class WorkflowController(Controller):
     @post(
         "/",
         summary="Create a workflow with its version 0",
-        responses=error_responses(400, 401, 413, 422),
+        responses=error_responses(*_BODY, "unauthorized", "invalid_definition"),
     )
     async def create(
         self, request: Caller, workflows: Workflows, data: JSONBody[CreateWorkflowRequest]
@@ -51,13 +63,13 @@ class WorkflowController(Controller):
     @post(
         "/{workflow_id:str}/versions",
         summary="Publish a new version",
-        responses=error_responses(400, 401, 404, 413, 422),
+        responses=error_responses(*_BODY, *_READ, "invalid_definition"),
     )
     async def publish(
         self,
         request: Caller,
         workflows: Workflows,
-        workflow_id: FromPath[str],
+        workflow_id: WorkflowIdPath,
         data: JSONBody[PublishVersionRequest],
     ) -> VersionCreated:
         version = await workflows.publish(
@@ -65,13 +77,17 @@ class WorkflowController(Controller):
         )
         return VersionCreated(workflow_id=workflow_id.lower(), version=version)
 
-    @get("/", summary="List workflows, newest first", responses=error_responses(400, 401))
+    @get(
+        "/",
+        summary="List workflows, newest first",
+        responses=error_responses("invalid_id", "validation_error", "unauthorized"),
+    )
     async def list_workflows(
         self,
         request: Caller,
         workflows: Workflows,
-        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
-        cursor: FromQuery[str | None] = None,
+        limit: LimitQuery = 20,
+        cursor: CursorQuery = None,
     ) -> WorkflowPage:
         before = object_id(cursor, "cursor") if cursor is not None else None
         page = await workflows.list_page(request.user, limit, before)
@@ -88,9 +104,9 @@ class WorkflowController(Controller):
         next_cursor = items[-1].workflow_id if len(items) == limit else None
         return WorkflowPage(items=items, next_cursor=next_cursor)
 
-    @get("/{workflow_id:str}", summary="Read a workflow", responses=error_responses(400, 401, 404))
+    @get("/{workflow_id:str}", summary="Read a workflow", responses=error_responses(*_READ))
     async def read(
-        self, request: Caller, workflows: Workflows, workflow_id: FromPath[str]
+        self, request: Caller, workflows: Workflows, workflow_id: WorkflowIdPath
     ) -> WorkflowDetail:
         workflow = await workflows.get(request.user, object_id(workflow_id, "workflow_id"))
         versions = await workflows.versions(request.user, workflow.id)
@@ -106,14 +122,14 @@ class WorkflowController(Controller):
     @get(
         "/{workflow_id:str}/versions/{version:int}",
         summary="Read one version's definition",
-        responses=error_responses(400, 401, 404),
+        responses=error_responses(*_READ, "validation_error"),
     )
     async def read_version(
         self,
         request: Caller,
         workflows: Workflows,
-        workflow_id: FromPath[str],
-        version: FromPath[int],
+        workflow_id: WorkflowIdPath,
+        version: VersionPath,
     ) -> VersionDetail:
         document = await workflows.get_version(
             request.user, object_id(workflow_id, "workflow_id"), version
