@@ -10,7 +10,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from app.api.schemas import ID_DESCRIPTION, ID_PATTERN_IN, ExecuteRequest
 from app.engine.compiler import RESERVED_NAMES
-from app.engine.templating import MAX_VALUE_DEPTH, EvaluationError, to_storable
+from app.engine.templating import INT64_MAX, MAX_VALUE_DEPTH, EvaluationError, to_storable
 from app.errors import (
     DefinitionRejected,
     ErrorItem,
@@ -25,25 +25,34 @@ from app.services.turns import TurnRequest
 _OBJECT_ID = re.compile(ID_PATTERN_IN)
 
 # Ids are documented with their pattern (schema_extra) but checked by object_id, which
-# answers invalid_id. Litestar documents a bound only when it is truthy, so a minimum
-# of 0 is given again in schema_extra.
+# answers invalid_id. Numbers that reach a MongoDB query stop at 64 bits, beyond which
+# BSON cannot encode them. Litestar documents a bound only when it is truthy, and
+# sometimes as a float (2**63 - 1 becomes 2**63), so schema_extra repeats the bounds.
+_VERSION_BOUNDS = {"minimum": 0, "maximum": INT64_MAX}
 WorkflowIdPath = Annotated[
     str, PathParameter(description=ID_DESCRIPTION, schema_extra={"pattern": ID_PATTERN_IN})
 ]
 RunIdPath = Annotated[
     str, PathParameter(description=ID_DESCRIPTION, schema_extra={"pattern": ID_PATTERN_IN})
 ]
-VersionPath = Annotated[int, PathParameter(ge=0, schema_extra={"minimum": 0})]
+VersionPath = Annotated[int, PathParameter(ge=0, le=INT64_MAX, schema_extra=_VERSION_BOUNDS)]
 VersionQuery = Annotated[
     int | None,
     QueryParameter(
         ge=0,
-        schema_extra={"minimum": 0},
+        le=INT64_MAX,
+        schema_extra=_VERSION_BOUNDS,
         description="The version a new run pins (default: the latest); ignored on later turns.",
     ),
 ]
 TurnQuery = Annotated[
-    int | None, QueryParameter(ge=1, description="Only the events of this turn (1-based).")
+    int | None,
+    QueryParameter(
+        ge=1,
+        le=INT64_MAX,
+        schema_extra={"maximum": INT64_MAX},
+        description="Only the events of this turn (1-based).",
+    ),
 ]
 LimitQuery = Annotated[int, QueryParameter(ge=1, le=100, description="At most this many items.")]
 CursorQuery = Annotated[

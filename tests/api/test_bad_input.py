@@ -392,6 +392,17 @@ async def test_a_deep_body_on_a_later_turn_changes_nothing(client: Client, booki
             "Expected `int` >= 0",
         ),
         ("GET", "/v1/workflows?limit=101", None, "limit", "Expected `int` <= 100"),
+        # BSON cannot encode these: on MongoDB they would fail inside the query.
+        ("GET", "/v1/workflows/{workflow}/versions/9223372036854775808", None, "version", None),
+        ("GET", "/v1/workflows/{workflow}/versions/-1", None, "version", "Expected `int` >= 0"),
+        ("GET", "/v1/runs/{run}/events?turn=9223372036854775808", None, "turn", None),
+        (
+            "POST",
+            "/v1/workflows/{workflow}/execute?version=99999999999999999999",
+            {},
+            "version",
+            None,
+        ),
         ("POST", "/v1/workflows", {"definition": {}}, "name", "is required"),
         ("POST", "/v1/workflows", {"name": "x"}, "definition", "is required"),
         ("POST", "/v1/workflows", {"name": "", "definition": {}}, "name", None),

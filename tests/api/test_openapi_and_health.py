@@ -79,12 +79,16 @@ async def test_ids_and_bounds_are_documented_in_every_slot(spec: Spec) -> None:
     assert parameters["GET", "/v1/workflows", "cursor"]["pattern"] == ID_PATTERN_IN
     limit = parameters["GET", "/v1/workflows", "limit"]
     assert (limit["minimum"], limit["maximum"]) == (1, 100)
+    int64 = 2**63 - 1
     assert parameters["GET", "/v1/workflows/{workflow_id}/versions/{version}", "version"] == {
         "type": "integer",
         "minimum": 0,
+        "maximum": int64,
     }
-    assert parameters["POST", "/v1/workflows/{workflow_id}/execute", "version"]["minimum"] == 0
-    assert parameters["GET", "/v1/runs/{run_id}/events", "turn"]["minimum"] == 1
+    version = parameters["POST", "/v1/workflows/{workflow_id}/execute", "version"]
+    assert (version["minimum"], version["maximum"]) == (0, int64)
+    turn = parameters["GET", "/v1/runs/{run_id}/events", "turn"]
+    assert (turn["minimum"], turn["maximum"]) == (1, int64)
     schemas = spec["components"]["schemas"]
     assert schemas["ExecuteRequest"]["properties"]["run_id"]["pattern"] == ID_PATTERN_IN
     for name in ("TurnAnswer", "RunDetail", "RunEvents", "WorkflowCreated", "VersionDetail"):
