@@ -81,7 +81,11 @@ class RunInput(_Request):
         None
     )
     data: Annotated[Any, Meta(description=FREE_JSON)] = None
-    command: Annotated[str | None, Meta(description='Only "stop".')] = None
+    # Documented as an enum, but checked by params.turn_request (400 unknown_command).
+    command: Annotated[
+        str | None,
+        Meta(description='Only "stop".', extra_json_schema={"extra": {"enum": ["stop", None]}}),
+    ] = None
 
 
 class ExecuteRequest(_Request):

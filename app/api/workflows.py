@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post, route
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
@@ -41,6 +41,14 @@ class WorkflowController(Controller):
     path = "/v1/workflows"
     tags = ["workflows"]
     security = API_KEY_SECURITY
+
+    @route("/", http_method="OPTIONS", include_in_schema=False)
+    async def allowed_methods(self) -> Response[None]:
+        # Litestar 2 answers OPTIONS with the methods of a path's first handler only
+        # (litestar-org/litestar#4169, fixed in Litestar 3); this path has two. A
+        # controller's handlers are registered in name order, so this one's name must
+        # sort first: Litestar adds its own OPTIONS handler only to a new path.
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
 
     @post(
         "/",
