@@ -29,10 +29,7 @@ _OBJECT_ID = re.compile(ID_PATTERN_IN)
 # BSON cannot encode them. Litestar documents a bound only when it is truthy, and
 # sometimes as a float (2**63 - 1 becomes 2**63), so schema_extra repeats the bounds.
 _VERSION_BOUNDS = {"minimum": 0, "maximum": INT64_MAX}
-WorkflowIdPath = Annotated[
-    str, PathParameter(description=ID_DESCRIPTION, schema_extra={"pattern": ID_PATTERN_IN})
-]
-RunIdPath = Annotated[
+IdPath = Annotated[
     str, PathParameter(description=ID_DESCRIPTION, schema_extra={"pattern": ID_PATTERN_IN})
 ]
 VersionPath = Annotated[int, PathParameter(ge=0, le=INT64_MAX, schema_extra=_VERSION_BOUNDS)]
@@ -161,9 +158,11 @@ def _not_utf8(body: bytes) -> InvalidJson:
 def _too_deep(body: bytes, body_type: Any) -> TandemError:
     """The answer to a body too deep to decode, at the field that holds the deep value:
     the same answer as for a value nested a little beyond the limit."""
-    path = _format_path(_field_part(_path_at(body, depth=_BODY_DEPTH_SCANNED), body_type))
+    fields, declared = _field_part(_path_at(body, depth=_BODY_DEPTH_SCANNED), body_type)
+    path = _format_path(fields)
     message = f"the value is nested deeper than {MAX_VALUE_DEPTH} levels"
-    if path == "definition":
+    if path == "definition" and declared:
+        # Judged as a definition, as one nested a little beyond the limit is (422).
         return DefinitionRejected(
             f"The definition cannot be stored: {message}.",
             errors=[ErrorItem(path=path, message=message)],
@@ -220,9 +219,10 @@ def _key(token: bytes) -> str:
         return token[1:-1].decode(errors="replace")
 
 
-def _field_part(path: list[Any], body_type: Any) -> list[Any]:
-    """The start of ``path`` that names fields of the request's Structs (a field not
-    declared included): a free-form value is reported at the field that holds it."""
+def _field_part(path: list[Any], body_type: Any) -> tuple[list[Any], bool]:
+    """The start of ``path`` that names fields of the request's Structs (with the first
+    undeclared one, if any), and whether its last field is declared: a free-form value
+    is reported at the field that holds it."""
     named: list[Any] = []
     info = msgspec.inspect.type_info(body_type)
     for component in path:
@@ -232,9 +232,9 @@ def _field_part(path: list[Any], body_type: Any) -> list[Any]:
         named.append(component)
         field = next((f for f in struct.fields if f.encode_name == component), None)
         if field is None:
-            break
+            return named, False
         info = field.type
-    return named
+    return named, True
 
 
 def _struct_in(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:

@@ -10,11 +10,10 @@ from app.api.dependencies import API_KEY_SECURITY, Caller
 from app.api.errors import error_responses
 from app.api.openapi import TurnOperation
 from app.api.params import (
+    IdPath,
     JsonBodyRequest,
-    RunIdPath,
     TurnQuery,
     VersionQuery,
-    WorkflowIdPath,
     object_id,
     turn_request,
 )
@@ -61,7 +60,7 @@ class ExecuteController(Controller):
         self,
         request: Caller,
         turns: Turns,
-        workflow_id: WorkflowIdPath,
+        workflow_id: IdPath,
         data: JSONBody[ExecuteRequest | None] = None,
         version: VersionQuery = None,
     ) -> Response[TurnAnswer]:
@@ -83,7 +82,7 @@ class RunController(Controller):
         summary="Read a run",
         responses=error_responses("invalid_id", "unauthorized", "not_found"),
     )
-    async def read(self, request: Caller, turns: Turns, run_id: RunIdPath) -> RunDetail:
+    async def read(self, request: Caller, turns: Turns, run_id: IdPath) -> RunDetail:
         run = await turns.read(request.user, object_id(run_id, "run_id"))
         return RunDetail(
             run_id=str(run.id),
@@ -105,7 +104,7 @@ class RunController(Controller):
         responses=error_responses("invalid_id", "validation_error", "unauthorized", "not_found"),
     )
     async def events(
-        self, request: Caller, turns: Turns, run_id: RunIdPath, turn: TurnQuery = None
+        self, request: Caller, turns: Turns, run_id: IdPath, turn: TurnQuery = None
     ) -> RunEvents:
         events = await turns.events(request.user, object_id(run_id, "run_id"), turn)
         return RunEvents(run_id=run_id.lower(), events=events)

@@ -10,10 +10,10 @@ from app.api.dependencies import API_KEY_SECURITY, Caller
 from app.api.errors import error_responses
 from app.api.params import (
     CursorQuery,
+    IdPath,
     JsonBodyRequest,
     LimitQuery,
     VersionPath,
-    WorkflowIdPath,
     object_id,
 )
 from app.api.schemas import (
@@ -77,7 +77,7 @@ class WorkflowController(Controller):
         self,
         request: Caller,
         workflows: Workflows,
-        workflow_id: WorkflowIdPath,
+        workflow_id: IdPath,
         data: JSONBody[PublishVersionRequest],
     ) -> VersionCreated:
         version = await workflows.publish(
@@ -114,7 +114,7 @@ class WorkflowController(Controller):
 
     @get("/{workflow_id:str}", summary="Read a workflow", responses=error_responses(*_READ))
     async def read(
-        self, request: Caller, workflows: Workflows, workflow_id: WorkflowIdPath
+        self, request: Caller, workflows: Workflows, workflow_id: IdPath
     ) -> WorkflowDetail:
         workflow = await workflows.get(request.user, object_id(workflow_id, "workflow_id"))
         versions = await workflows.versions(request.user, workflow.id)
@@ -136,7 +136,7 @@ class WorkflowController(Controller):
         self,
         request: Caller,
         workflows: Workflows,
-        workflow_id: WorkflowIdPath,
+        workflow_id: IdPath,
         version: VersionPath,
     ) -> VersionDetail:
         document = await workflows.get_version(

@@ -445,3 +445,11 @@ async def test_validation_errors_name_the_field_as_the_client_wrote_it(
         assert answer["errors"][0]["message"] == message
     assert f"{path}: " in answer["detail"]
     assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+
+
+async def test_a_deep_field_a_turn_does_not_take_is_not_a_definition(
+    client: Client, booking_id: str
+) -> None:
+    body = b'{"definition": ' + nested(2_000) + b"}"
+    response = await post_raw(client, f"/v1/workflows/{booking_id}/execute", body)
+    assert assert_error(response, 400, "invalid_input")["errors"][0]["path"] == "definition"
