@@ -90,7 +90,11 @@ def _caused_by_bad_json(error: BaseException) -> bool:
 
 
 def _validation_body(error: ValidationException) -> ErrorBody:
-    items = [_validation_item(entry) for entry in error.extra or [] if isinstance(entry, dict)]
+    items = [
+        _validation_item(entry)
+        for entry in error.extra or []
+        if isinstance(entry, dict) and not _absent_body(entry)
+    ]
     if not items:
         return ErrorBody(detail=str(error.detail), code="validation_error")
     return ErrorBody(
@@ -117,6 +121,12 @@ def _validation_item(entry: dict[str, Any]) -> ErrorItem:
         if named := pattern.match(message):
             path, message = _join(path, named["field"]), meaning
     return ErrorItem(path=path or "body", message=message)
+
+
+def _absent_body(entry: dict[str, Any]) -> bool:
+    # When another value is invalid, Litestar checks each argument again and reports an
+    # optional body that was not sent as the KeyError of its lookup: not an error.
+    return entry.get("key") == "data" and entry.get("message") == "'data'"
 
 
 def _join(path: str, field: str) -> str:

@@ -167,6 +167,10 @@ async def test_bad_query_values_are_400(client: Client, booking_id: str) -> None
     for params in ({"version": "abc"}, {"version": -1}):
         response = await client.post(f"/v1/workflows/{booking_id}/execute", json={}, params=params)
         assert_error(response, 400, "validation_error")
+        # Without a body (a valid first turn), the only error is still the version's.
+        response = await client.post(f"/v1/workflows/{booking_id}/execute", params=params)
+        errors = assert_error(response, 400, "validation_error")["errors"]
+        assert [error["path"] for error in errors] == ["version"]
     assert_error(
         await client.get(f"/v1/runs/{run_id}/events", params={"turn": 0}), 400, "validation_error"
     )

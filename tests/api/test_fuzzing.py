@@ -86,7 +86,7 @@ def _known_or(name: str, value: Any) -> st.SearchStrategy[Any]:
     """The generated value, or the known one in its place when the generated one is well
     formed (so that a request generated to break the document still breaks it)."""
     well_formed = (
-        isinstance(value, int) and value >= 0
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0
         if name == "version"
         else isinstance(value, str) and bool(_WELL_FORMED_ID.fullmatch(value))
     )
