@@ -53,6 +53,7 @@ class ExecuteController(Controller):
             "turn_in_progress",
             "run_terminal",
             "payload_too_large",
+            "invalid_definition",
         ),
         operation_class=TurnOperation,
     )

@@ -1,9 +1,11 @@
 """Request and response bodies of the HTTP API (``shared/api.md``).
 
-Some fields are documented more precisely than msgspec checks them, with
-``Meta(extra_json_schema={"extra": ...})``, which Litestar copies into the OpenAPI
-schema: ids (checked by ``app.api.params.object_id``, to answer ``invalid_id``) and
-definitions (checked by the compiler, to answer ``invalid_definition`` with paths).
+Some fields are documented more precisely than msgspec checks them, so that the
+contract's own code answers them: ids (``app.api.params.object_id``, ``invalid_id``)
+and ``command`` (``unknown_command``) with ``Meta(extra_json_schema={"extra": ...})``,
+which Litestar copies into the OpenAPI schema; definitions (the compiler,
+``invalid_definition`` with paths) with ``Meta(extra={"documented_as": ...})``, which
+the schema plugin of ``app/api/openapi.py`` reads.
 """
 
 from datetime import datetime
@@ -23,7 +25,6 @@ ID_PATTERN_OUT = "^[0-9a-f]{24}$"
 ID_DESCRIPTION = "A MongoDB ObjectId: 24 hexadecimal digits."
 
 Id = Annotated[str, Meta(pattern=ID_PATTERN_OUT, description=ID_DESCRIPTION)]
-# The schema plugin (app/api/openapi.py) documents this field as a Definition.
 DefinitionDocument = Annotated[
     Any,
     Meta(
@@ -56,7 +57,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "turn_in_progress": (409, "the run is executing another turn"),
     "run_terminal": (409, "the run is completed, failed, cancelled or aborted"),
     "payload_too_large": (413, "a body over the size limit (1 MiB)"),
-    "invalid_definition": (422, "a definition with problems, each listed with its path"),
+    "invalid_definition": (
+        422,
+        "a definition with problems, each listed with its path; for a new run, a version "
+        "stored under other rules that no longer compiles on this server",
+    ),
     "internal_error": (500, "the server failed; never expected for any input"),
     "unavailable": (503, "MongoDB does not answer"),
 }
