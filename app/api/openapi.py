@@ -85,18 +85,21 @@ def _documented_as(field_type: msgspec.inspect.Type) -> Any:
     return None
 
 
-SSE_EXAMPLE = """\
-id: 7
-event: node_started
-data: {"seq":7,"turn":2,"type":"node_started","node_id":"reply","at":"2026-11-22T12:00:00.123Z","data":{"node_type":"llm"}}
-
-event: llm_delta
-data: {"text":"Hello"}
-
-event: turn_result
-data: {"run_id":"65f0c0ffee0000000000abcd","workflow_id":"65f0c0ffee00000000000001","version":3,"status":"waiting_for_user_input","turn":2,"events":[],"is_waiting_for_input":true,"is_terminal":false,"waiting_for":null,"output":null,"error":null}
-
-"""
+# As the server writes it (lines end with CRLF), but for the ids and times.
+SSE_EXAMPLE = "".join(
+    f"{message}\r\n\r\n"
+    for message in (
+        "id: 7\r\nevent: node_started\r\n"
+        'data: {"seq":7,"turn":2,"type":"node_started","node_id":"reply",'
+        '"at":"2026-11-22T12:00:00.123000Z","data":{"node_type":"llm"}}',
+        'event: llm_delta\r\ndata: {"text":"Hello"}',
+        "event: turn_result\r\n"
+        'data: {"run_id":"65f0c0ffee0000000000abcd","workflow_id":"65f0c0ffee00000000000001",'
+        '"version":3,"status":"waiting_for_user_input","turn":2,"events":[],'
+        '"is_waiting_for_input":true,"is_terminal":false,"waiting_for":null,"output":null,'
+        '"error":null}',
+    )
+)
 
 SSE_DESCRIPTION = (
     "With `Accept: text/event-stream`, the turn as Server-Sent Events. One message per event"

@@ -163,7 +163,26 @@ async def test_the_execute_route_declares_its_event_stream(spec: Spec) -> None:
     assert stream["schema"]["type"] == "string"
     assert "turn_result" in stream["schema"]["description"]
     example = next(iter(stream["examples"].values()))["value"]
-    assert "event: turn_result\ndata: {" in example
+    assert "event: turn_result\r\ndata: {" in example
+
+
+async def test_the_event_stream_is_written_as_documented(
+    spec: Spec, client: Client, booking_id: str
+) -> None:
+    def fields(stream: str) -> list[list[str]]:
+        messages = [message for message in stream.split("\r\n\r\n") if message]
+        return [[line.split(": ", 1)[0] for line in m.split("\r\n")] for m in messages]
+
+    answer = spec["paths"]["/v1/workflows/{workflow_id}/execute"]["post"]["responses"]["200"]
+    example = next(iter(answer["content"]["text/event-stream"]["examples"].values()))["value"]
+    response = await client.post(
+        f"/v1/workflows/{booking_id}/execute", headers={"Accept": "text/event-stream"}
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    documented, written = fields(example), fields(response.text)
+    assert documented[0] == written[0] == ["id", "event", "data"]
+    assert documented[-1] == written[-1] == ["event", "data"]
+    assert response.text.rsplit("event: ", 1)[1].startswith("turn_result\r\n")
 
 
 async def test_the_examples_are_what_the_server_answers(
