@@ -7,7 +7,7 @@ that break the document refused, requests without credentials refused. Generated
 name nothing, so about half of those that are well formed are swapped for the ids of
 a workflow and a run made beforehand: reads and turns then reach the engine and the
 store, not only the 404. Hypothesis is derandomized: a run does the same on every
-machine (about half a minute here).
+machine (15 to 30 s here).
 
 The app runs on the embedded (in-memory) store, whatever MONGODB_URI says:
 schemathesis drives it from an event loop of its own, where a driver opened by a test
