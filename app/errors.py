@@ -23,6 +23,10 @@ class BadRequest(TandemError):
     pass
 
 
+class InvalidJson(TandemError):
+    code = "invalid_json"
+
+
 class InvalidId(TandemError):
     code = "invalid_id"
 

@@ -9,13 +9,12 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from app.api import dependencies
 from app.api.auth import ApiKeyAuthentication
 from app.api.errors import handle_http_exception, handle_tandem_error, handle_unexpected
 from app.api.health import healthz, readyz
+from app.api.openapi import StructSchemaWithOurMeta, openapi_config
 from app.api.runs import ExecuteController, RunController
 from app.api.workflows import WorkflowController
 from app.clock import Clock, utc_now
@@ -99,19 +98,7 @@ def create_app(
             Exception: handle_unexpected,
         },
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Tandem",
-            version="1.0.0",
-            description="Interactive, multi-turn workflows, one turn at a time.",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "ApiKey": SecurityScheme(
-                        type="apiKey", name="X-API-Key", security_scheme_in="header"
-                    ),
-                    "Bearer": SecurityScheme(type="http", scheme="bearer"),
-                }
-            ),
-        ),
+        openapi_config=openapi_config(),
+        plugins=[StructSchemaWithOurMeta()],
         debug=False,
     )

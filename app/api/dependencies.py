@@ -4,9 +4,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
-from litestar.openapi.datastructures import ResponseSpec
 
-from app.api.schemas import ErrorBody
 from app.services.turns import TurnService
 from app.services.workflows import WorkflowService
 from app.store.store import Store
@@ -34,21 +32,3 @@ def provide_store(state: State) -> Store:
 
 # Every /v1 route takes either scheme (see app/server.py); health routes take none.
 API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
-
-_DESCRIPTIONS = {
-    400: "Malformed JSON, id, field or value",
-    401: "Missing or unknown API key",
-    404: "No such workflow, version or run for this tenant",
-    409: "The run is executing a turn, or is terminal",
-    413: "Request body too large",
-    422: "The definition is not valid",
-    503: "MongoDB does not answer",
-}
-
-
-def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the error answers of a route."""
-    return {
-        status: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[status])
-        for status in statuses
-    }

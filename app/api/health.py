@@ -4,7 +4,7 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
 
-from app.api.dependencies import error_responses
+from app.api.errors import error_responses
 from app.api.schemas import Health
 from app.store.store import Store
 
@@ -18,7 +18,7 @@ async def healthz() -> Health:
     "/readyz",
     tags=["health"],
     summary="MongoDB answers",
-    responses=error_responses(503),
+    responses=error_responses("unavailable"),
 )
 async def readyz(store: NamedDependency[Store]) -> Health:
     try:

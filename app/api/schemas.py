@@ -1,4 +1,12 @@
-"""Request and response bodies of the HTTP API (``shared/api.md``)."""
+"""Request and response bodies of the HTTP API (``shared/api.md``).
+
+Some fields are documented more precisely than msgspec checks them, so that the
+contract's own code answers them: ids (``app.api.params.object_id``, ``invalid_id``)
+and ``command`` (``unknown_command``) with ``Meta(extra_json_schema={"extra": ...})``,
+which Litestar copies into the OpenAPI schema; definitions (the compiler,
+``invalid_definition`` with paths) with ``Meta(extra={"documented_as": ...})``, which
+the schema plugin of ``app/api/openapi.py`` reads.
+"""
 
 from datetime import datetime
 from typing import Annotated, Any
@@ -6,8 +14,57 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from app.engine.definition import Definition
 from app.engine.state import Event, RunStatus, WaitingFor
+from app.engine.templating import MAX_VALUE_DEPTH
 from app.errors import ErrorItem
+
+# Ids are read in either case and always written lowercase.
+ID_PATTERN_IN = "^[0-9a-fA-F]{24}$"
+ID_PATTERN_OUT = "^[0-9a-f]{24}$"
+ID_DESCRIPTION = "A MongoDB ObjectId: 24 hexadecimal digits."
+
+Id = Annotated[str, Meta(pattern=ID_PATTERN_OUT, description=ID_DESCRIPTION)]
+DefinitionDocument = Annotated[
+    Any,
+    Meta(
+        description="A workflow definition (workflow-language.md). It is checked when published: "
+        "a definition with problems is refused with 422 invalid_definition, one error per problem.",
+        extra={"documented_as": Definition},
+    ),
+]
+FREE_JSON = f"Any JSON value nested at most {MAX_VALUE_DEPTH} levels deep."
+
+# Every code an error answer carries, with its status and when (the README's table).
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "the body is not JSON, or a string in it is not valid UTF-8"),
+    "validation_error": (
+        400,
+        "a field is missing, unknown or of the wrong type; a bad query or path value",
+    ),
+    "invalid_id": (400, "an id that is not 24 hexadecimal digits, in a path, a body or a cursor"),
+    "invalid_input": (
+        400,
+        f"`inputs` or `data` nested deeper than {MAX_VALUE_DEPTH} levels, an integer beyond "
+        "64 bits, text that is not valid Unicode, or `inputs.history` (reserved)",
+    ),
+    "message_too_large": (400, "a message over the size limit (32 KiB)"),
+    "unknown_command": (400, "a `command` other than `stop`"),
+    "bad_request": (400, "a stop without `run_id`; any other malformed request"),
+    "unauthorized": (401, "a missing or unknown API key"),
+    "not_found": (404, "no such workflow, version, run or path for this tenant"),
+    "method_not_allowed": (405, "a method the path does not take"),
+    "turn_in_progress": (409, "the run is executing another turn"),
+    "run_terminal": (409, "the run is completed, failed, cancelled or aborted"),
+    "payload_too_large": (413, "a body over the size limit (1 MiB)"),
+    "invalid_definition": (
+        422,
+        "a definition with problems, each listed with its path; for a new run, a version "
+        "stored under other rules that no longer compiles on this server",
+    ),
+    "internal_error": (500, "the server failed; never expected for any input"),
+    "unavailable": (503, "MongoDB does not answer"),
+}
 
 
 class _Request(msgspec.Struct, forbid_unknown_fields=True):
@@ -16,46 +73,72 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True):
 
 class CreateWorkflowRequest(_Request):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
-    definition: Annotated[Any, Meta(description="A workflow definition (workflow-language.md).")]
+    definition: DefinitionDocument
     description: Annotated[str, Meta(max_length=2_000)] | None = None
 
 
 class PublishVersionRequest(_Request):
-    definition: Annotated[Any, Meta(description="A workflow definition (workflow-language.md).")]
+    definition: DefinitionDocument
 
 
 class RunInput(_Request):
-    message: str | None = None
-    data: Any = None
-    command: Annotated[str | None, Meta(description='Only "stop".')] = None
+    message: Annotated[str | None, Meta(description="The answer to the node the run waits at.")] = (
+        None
+    )
+    data: Annotated[Any, Meta(description=FREE_JSON)] = None
+    # Documented as an enum, but checked by params.turn_request (400 unknown_command).
+    command: Annotated[
+        str | None,
+        Meta(description='Only "stop".', extra_json_schema={"extra": {"enum": ["stop", None]}}),
+    ] = None
 
 
 class ExecuteRequest(_Request):
-    run_id: Annotated[str | None, Meta(description="Absent on the first turn.")] = None
-    inputs: dict[str, Any] | None = None
+    run_id: (
+        Annotated[
+            str,
+            Meta(
+                description="The run to continue; absent on the first turn.",
+                extra_json_schema={"extra": {"pattern": ID_PATTERN_IN}},
+            ),
+        ]
+        | None
+    ) = None
+    inputs: Annotated[
+        dict[str, Any] | None,
+        Meta(description="The run's first variables (first turn only). " + FREE_JSON),
+    ] = None
     run_input: RunInput | None = None
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
-    detail: str
-    code: str
-    errors: list[ErrorItem] | None = None
+    detail: Annotated[str, Meta(description="A sentence for humans.")]
+    code: Annotated[
+        str,
+        Meta(
+            description="What went wrong, for programs.",
+            extra_json_schema={"extra": {"enum": list(ERROR_CODES)}},
+        ),
+    ]
+    errors: Annotated[list[ErrorItem] | None, Meta(description="One entry per field at fault.")] = (
+        None
+    )
 
 
 class WorkflowCreated(msgspec.Struct):
-    workflow_id: str
+    workflow_id: Id
     name: str
     version: int
     created_at: datetime
 
 
 class VersionCreated(msgspec.Struct):
-    workflow_id: str
+    workflow_id: Id
     version: int
 
 
 class WorkflowSummary(msgspec.Struct):
-    workflow_id: str
+    workflow_id: Id
     name: str
     description: str | None
     latest_version: int
@@ -64,7 +147,7 @@ class WorkflowSummary(msgspec.Struct):
 
 class WorkflowPage(msgspec.Struct):
     items: list[WorkflowSummary]
-    next_cursor: str | None
+    next_cursor: Id | None
 
 
 class VersionInfo(msgspec.Struct):
@@ -73,7 +156,7 @@ class VersionInfo(msgspec.Struct):
 
 
 class WorkflowDetail(msgspec.Struct):
-    workflow_id: str
+    workflow_id: Id
     name: str
     description: str | None
     latest_version: int
@@ -82,15 +165,15 @@ class WorkflowDetail(msgspec.Struct):
 
 
 class VersionDetail(msgspec.Struct):
-    workflow_id: str
+    workflow_id: Id
     version: int
-    definition: dict[str, Any]
+    definition: DefinitionDocument
     created_at: datetime
 
 
 class TurnAnswer(msgspec.Struct):
-    run_id: str
-    workflow_id: str
+    run_id: Id
+    workflow_id: Id
     version: int
     status: RunStatus
     turn: int
@@ -103,8 +186,8 @@ class TurnAnswer(msgspec.Struct):
 
 
 class RunDetail(msgspec.Struct):
-    run_id: str
-    workflow_id: str
+    run_id: Id
+    workflow_id: Id
     version: int
     status: RunStatus
     turn: int
@@ -117,7 +200,7 @@ class RunDetail(msgspec.Struct):
 
 
 class RunEvents(msgspec.Struct):
-    run_id: str
+    run_id: Id
     events: list[Event]
 
 

@@ -1,11 +1,12 @@
 """Every bad input gets a clear 4xx with {"detail", "code"}; nothing stored changes."""
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from tests.api.helpers import Client, turn
-from tests.support import flow
+from tests.support import BOOKING, flow
 
 ECHO = flow(
     ("ask", {"type": "input", "save_as": "said", "save_data_as": "payload", "next": "ask"}),
@@ -166,6 +167,10 @@ async def test_bad_query_values_are_400(client: Client, booking_id: str) -> None
     for params in ({"version": "abc"}, {"version": -1}):
         response = await client.post(f"/v1/workflows/{booking_id}/execute", json={}, params=params)
         assert_error(response, 400, "validation_error")
+        # Without a body (a valid first turn), the only error is still the version's.
+        response = await client.post(f"/v1/workflows/{booking_id}/execute", params=params)
+        errors = assert_error(response, 400, "validation_error")["errors"]
+        assert [error["path"] for error in errors] == ["version"]
     assert_error(
         await client.get(f"/v1/runs/{run_id}/events", params={"turn": 0}), 400, "validation_error"
     )
@@ -201,3 +206,254 @@ async def test_unknown_routes_and_methods_answer_the_error_body(client: Client) 
 async def test_an_empty_body_starts_a_run(client: Client, booking_id: str) -> None:
     response = await client.post(f"/v1/workflows/{booking_id}/execute")
     assert response.status_code == 200 and response.json()["turn"] == 1
+
+
+# Forms an id regular expression anchored with ``$`` alone, or a lenient parser, lets through.
+NEAR_MISS_IDS = [
+    "65f0c0ffee0000000000abcd\n",
+    "65f0c0ffee0000000000abcd\r\n",
+    " 65f0c0ffee0000000000abcd",
+    "65f0c0ffee0000000000abcd ",
+    "65f0c0ffee0000000000abcd0",
+    "0x65f0c0ffee0000000000ab",
+    "\uff16\uff15f0c0ffee0000000000abcd",  # fullwidth digits
+    "",
+]
+
+
+@pytest.mark.parametrize("bad", NEAR_MISS_IDS)
+async def test_near_miss_ids_are_400_in_every_slot(
+    client: Client, booking_id: str, bad: str
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    escaped = quote(bad, safe="")
+    in_path = [
+        ("GET", f"/v1/runs/{escaped}", None, "run_id"),
+        ("GET", f"/v1/runs/{escaped}/events", None, "run_id"),
+        ("GET", f"/v1/workflows/{escaped}", None, "workflow_id"),
+        ("GET", f"/v1/workflows/{escaped}/versions/0", None, "workflow_id"),
+        ("POST", f"/v1/workflows/{escaped}/versions", {"definition": BOOKING}, "workflow_id"),
+        ("POST", f"/v1/workflows/{escaped}/execute", {}, "workflow_id"),
+    ]
+    elsewhere = [
+        ("POST", f"/v1/workflows/{booking_id}/execute", {"run_id": bad}, "run_id"),
+        ("POST", f"/v1/workflows/{booking_id}/execute?version=0", {"run_id": bad}, "run_id"),
+        ("GET", f"/v1/workflows?cursor={escaped}", None, "cursor"),
+    ]
+    # An empty path segment makes another route, not an id.
+    for method, path, body, name in (in_path if bad else []) + elsewhere:
+        response = await client.request(method, path, json=body)
+        answer = assert_error(response, 400, "invalid_id")
+        assert answer["errors"] == [{"path": name, "message": "must be 24 hexadecimal digits"}], (
+            method,
+            path,
+        )
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+    workflow = (await client.get(f"/v1/workflows/{booking_id}")).json()
+    assert workflow["latest_version"] == 0
+
+
+async def test_ids_are_read_in_either_case_and_answered_lowercase(
+    client: Client, booking_id: str
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    upper_run, upper_workflow = run_id.upper(), booking_id.upper()
+    assert (await client.get(f"/v1/runs/{upper_run}")).json()["run_id"] == run_id
+    assert (await client.get(f"/v1/runs/{upper_run}/events")).json()["run_id"] == run_id
+    assert (await client.get(f"/v1/workflows/{upper_workflow}")).json()["workflow_id"] == booking_id
+    answer = await turn(client, upper_workflow, upper_run, "Ada")
+    assert (answer["run_id"], answer["workflow_id"]) == (run_id, booking_id)
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "path"),
+    [
+        ("execute", b'{"inputs": {"a": "\xff"}}', "inputs.a"),
+        ("execute", b'{"run_input": {"message": "caf\xe9"}}', "run_input.message"),
+        ("execute", b'{"run_input": {"data": {"x": [1, "\xc3"]}}}', "run_input.data.x[1]"),
+        ("execute", b'{"inputs": {"\xff": 1}}', "inputs"),
+        ("create", b'{"name": "\xff", "definition": {}}', "name"),
+        ("create", b'{"name": "x", "definition": {"start": "\xed\xa0\x80"}}', "definition.start"),
+        (
+            "publish",
+            b'{"definition": {"nodes": {"e": {"type": "fail", "error": "\xff"}}}}',
+            "definition.nodes.e.error",
+        ),
+    ],
+)
+async def test_invalid_utf8_in_a_string_is_invalid_json_with_its_path(
+    client: Client, booking_id: str, target: str, body: bytes, path: str
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    url = {
+        "execute": f"/v1/workflows/{booking_id}/execute",
+        "create": "/v1/workflows",
+        "publish": f"/v1/workflows/{booking_id}/versions",
+    }[target]
+    if target == "execute" and b"run_input" in body:
+        body = body.replace(b"{", b'{"run_id": "' + run_id.encode() + b'", ', 1)
+    answer = assert_error(await post_raw(client, url, body), 400, "invalid_json")
+    assert "UTF-8" in answer["detail"]
+    assert [error["path"] for error in answer["errors"]] == [path]
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+    assert (await client.get("/v1/workflows")).json()["items"][0]["latest_version"] == 0
+    assert len((await client.get("/v1/workflows")).json()["items"]) == 1
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [100, 1_000, 10_000, 100_000])
+@pytest.mark.parametrize(
+    ("target", "make_body", "status", "code", "path"),
+    [
+        ("execute", lambda deep: deep, 400, "invalid_input", "body"),
+        (
+            "execute",
+            lambda deep: b'{"inputs": {"a": ' + deep + b"}}",
+            400,
+            "invalid_input",
+            "inputs",
+        ),
+        (
+            "execute",
+            lambda deep: b'{"run_input": {"data": ' + deep + b"}}",
+            400,
+            "invalid_input",
+            "run_input.data",
+        ),
+        (
+            "create",
+            lambda deep: b'{"name": "x", "definition": {"nodes": ' + deep + b"}}",
+            422,
+            "invalid_definition",
+            "definition",
+        ),
+        (
+            "publish",
+            lambda deep: b'{"definition": {"start": "a", "nodes": {"a": ' + deep + b"}}}",
+            422,
+            "invalid_definition",
+            "definition",
+        ),
+    ],
+)
+async def test_json_nested_beyond_the_limit_is_refused_at_its_field(
+    client: Client,
+    booking_id: str,
+    depth: int,
+    target: str,
+    make_body: Any,
+    status: int,
+    code: str,
+    path: str,
+) -> None:
+    """Nested 100 levels or 100,000, a value gets the same answer: too deep for its field."""
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    url = {
+        "execute": f"/v1/workflows/{booking_id}/execute",
+        "create": "/v1/workflows",
+        "publish": f"/v1/workflows/{booking_id}/versions",
+    }[target]
+    response = await post_raw(client, url, make_body(nested(depth)))
+    if depth == 100 and path == "body":
+        # Shallow enough to decode: a list is simply not the object a turn takes.
+        assert_error(response, 400, "validation_error")
+        return
+    answer = assert_error(response, status, code)
+    assert answer["errors"] == [
+        {"path": path, "message": "the value is nested deeper than 32 levels"}
+    ]
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+    workflows = (await client.get("/v1/workflows")).json()["items"]
+    assert [w["latest_version"] for w in workflows] == [0]
+
+
+async def test_a_deep_body_on_a_later_turn_changes_nothing(client: Client, booking_id: str) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    body = b'{"run_id": "' + run_id.encode() + b'", "run_input": {"data": ' + nested(5_000) + b"}}"
+    response = await post_raw(client, f"/v1/workflows/{booking_id}/execute", body)
+    assert assert_error(response, 400, "invalid_input")["errors"][0]["path"] == "run_input.data"
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+    await turn(client, booking_id, run_id, "Ada")  # the run still takes its next turn
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "path", "message"),
+    [
+        ("GET", "/v1/runs/{run}/events?turn=0", None, "turn", "Expected `int` >= 1"),
+        ("GET", "/v1/runs/{run}/events?turn=two", None, "turn", "Expected `int | null`, got `str`"),
+        (
+            "POST",
+            "/v1/workflows/{workflow}/execute?version=-1",
+            {},
+            "version",
+            "Expected `int` >= 0",
+        ),
+        ("GET", "/v1/workflows?limit=101", None, "limit", "Expected `int` <= 100"),
+        # BSON cannot encode these: on MongoDB they would fail inside the query.
+        ("GET", "/v1/workflows/{workflow}/versions/9223372036854775808", None, "version", None),
+        ("GET", "/v1/workflows/{workflow}/versions/-1", None, "version", "Expected `int` >= 0"),
+        ("GET", "/v1/runs/{run}/events?turn=9223372036854775808", None, "turn", None),
+        (
+            "POST",
+            "/v1/workflows/{workflow}/execute?version=99999999999999999999",
+            {},
+            "version",
+            None,
+        ),
+        ("POST", "/v1/workflows", {"definition": {}}, "name", "is required"),
+        ("POST", "/v1/workflows", {"name": "x"}, "definition", "is required"),
+        ("POST", "/v1/workflows", {"name": "", "definition": {}}, "name", None),
+        ("POST", "/v1/workflows", {"name": "x", "definition": {}, "owner": 1}, "owner", None),
+        ("POST", "/v1/workflows/{workflow}/versions", {}, "definition", "is required"),
+        (
+            "POST",
+            "/v1/workflows/{workflow}/execute",
+            {"run_input": {"colour": 1}},
+            "run_input.colour",
+            "is not a known field",
+        ),
+        (
+            "POST",
+            "/v1/workflows/{workflow}/execute",
+            {"run_input": {"message": 1}},
+            "run_input.message",
+            None,
+        ),
+        ("POST", "/v1/workflows/{workflow}/execute", {"runid": "x"}, "runid", None),
+        ("POST", "/v1/workflows/{workflow}/execute", {"inputs": [1]}, "inputs", None),
+        ("POST", "/v1/workflows/{workflow}/execute", [], "body", None),
+    ],
+)
+async def test_validation_errors_name_the_field_as_the_client_wrote_it(
+    client: Client,
+    booking_id: str,
+    method: str,
+    url: str,
+    body: Any,
+    path: str,
+    message: str | None,
+) -> None:
+    run_id = (await turn(client, booking_id))["run_id"]
+    before = (await client.get(f"/v1/runs/{run_id}")).json()
+    response = await client.request(method, url.format(run=run_id, workflow=booking_id), json=body)
+    answer = assert_error(response, 400, "validation_error")
+    assert [error["path"] for error in answer["errors"]] == [path]
+    if message is not None:
+        assert answer["errors"][0]["message"] == message
+    assert f"{path}: " in answer["detail"]
+    assert (await client.get(f"/v1/runs/{run_id}")).json() == before
+
+
+async def test_a_deep_field_a_turn_does_not_take_is_not_a_definition(
+    client: Client, booking_id: str
+) -> None:
+    body = b'{"definition": ' + nested(2_000) + b"}"
+    response = await post_raw(client, f"/v1/workflows/{booking_id}/execute", body)
+    assert assert_error(response, 400, "invalid_input")["errors"][0]["path"] == "definition"

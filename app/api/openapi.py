@@ -1,0 +1,131 @@
+"""The OpenAPI document (``/schema/openapi.json``): its configuration, and what Litestar
+cannot infer from our types alone."""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+# Litestar's plugin for msgspec Structs is not exported; ours extends it rather than
+# copy it. tests/api/test_openapi_and_health.py checks what it adds.
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import (
+    Components,
+    Example,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
+from litestar.typing import FieldDefinition
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Reference
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Tandem",
+        version="1.0.0",
+        description="Interactive, multi-turn workflows, one turn at a time.",
+        path="/schema",
+        components=Components(
+            security_schemes={
+                "ApiKey": SecurityScheme(
+                    type="apiKey", name="X-API-Key", security_scheme_in="header"
+                ),
+                "Bearer": SecurityScheme(type="http", scheme="bearer"),
+            }
+        ),
+    )
+
+
+class StructSchemaWithOurMeta(StructSchemaPlugin):
+    """Documents two facts of our msgspec Structs that Litestar's plugin leaves out.
+
+    - A Struct that refuses unknown fields (``forbid_unknown_fields``) says so:
+      ``additionalProperties: false``.
+    - A field annotated ``Meta(extra={"documented_as": T})`` is documented with T's
+      schema. Such a field is checked later than msgspec would (a definition by the
+      compiler, which answers 422 with one path per problem), so its type stays ``Any``.
+    """
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: "SchemaCreator"
+    ) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        struct: Any = field_definition.type_
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        info = msgspec.inspect.type_info(struct)
+        assert isinstance(info, msgspec.inspect.StructType)
+        for field in info.fields:
+            documented_as = _documented_as(field.type)
+            if documented_as is not None and schema.properties is not None:
+                property_schema: Schema | Reference = schema_creator.for_field_definition(
+                    FieldDefinition.from_annotation(documented_as)
+                )
+                described = schema.properties[field.encode_name]
+                if isinstance(described, Schema) and described.description:
+                    property_schema = Schema(
+                        all_of=[property_schema], description=described.description
+                    )
+                schema.properties[field.encode_name] = property_schema
+        return schema
+
+
+def _documented_as(field_type: msgspec.inspect.Type) -> Any:
+    if isinstance(field_type, msgspec.inspect.Metadata) and field_type.extra:
+        return field_type.extra.get("documented_as")
+    return None
+
+
+# As the server writes it (lines end with CRLF), but for the ids and times.
+SSE_EXAMPLE = "".join(
+    f"{message}\r\n\r\n"
+    for message in (
+        "id: 7\r\nevent: node_started\r\n"
+        'data: {"seq":7,"turn":2,"type":"node_started","node_id":"reply",'
+        '"at":"2026-11-22T12:00:00.123000Z","data":{"node_type":"llm"}}',
+        'event: llm_delta\r\ndata: {"text":"Hello"}',
+        "event: turn_result\r\n"
+        'data: {"run_id":"65f0c0ffee0000000000abcd","workflow_id":"65f0c0ffee00000000000001",'
+        '"version":3,"status":"waiting_for_user_input","turn":2,"events":[],'
+        '"is_waiting_for_input":true,"is_terminal":false,"waiting_for":null,"output":null,'
+        '"error":null}',
+    )
+)
+
+SSE_DESCRIPTION = (
+    "With `Accept: text/event-stream`, the turn as Server-Sent Events. One message per event"
+    " as it happens (`event:` its type, `id:` its seq, `data:` the event as JSON);"
+    ' `llm_delta` messages (`data: {"text"}`) while LLM text is generated, sent and never'
+    " stored; and last `turn_result`, whose data is the same answer as the JSON one"
+    " (`TurnAnswer`). If the turn cannot finish, the last message is `error` with an error"
+    " body instead. Errors found before the turn starts answer as plain JSON."
+)
+
+
+@dataclass
+class TurnOperation(Operation):
+    """The execute operation, which Litestar documents from the handler's signature as a
+    JSON answer to a required body. A turn also streams as SSE, and an empty body is a
+    valid first turn; Litestar has no way to say either from the handler alone."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+        answer = (self.responses or {}).get("200")
+        if isinstance(answer, OpenAPIResponse) and answer.content is not None:
+            answer.description = (
+                "The turn's answer; with `Accept: text/event-stream`, the turn as it happens."
+            )
+            answer.content["text/event-stream"] = OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING, description=SSE_DESCRIPTION),
+                examples={"turn": Example(summary="A turn with an LLM reply", value=SSE_EXAMPLE)},
+            )
