@@ -1,10 +1,17 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 
 from app.api.errors import EXAMPLES
 from app.api.schemas import ERROR_CODES, ID_PATTERN_IN, ID_PATTERN_OUT
-from tests.api.helpers import Client, turn
+from app.config import Settings
+from app.server import create_app
+from app.store.embedded import open_embedded_client
+from tests.api.helpers import Client, serving, turn
+from tests.support import YieldingDatabase
 
 Spec = dict[str, Any]
 
@@ -185,17 +192,29 @@ async def test_the_event_stream_is_written_as_documented(
     assert response.text.rsplit("event: ", 1)[1].startswith("turn_result\r\n")
 
 
+@asynccontextmanager
+async def mongodb_down(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A server whose MongoDB stops answering once it has started (always the embedded
+    store, so that it can be made to fail whatever MONGODB_URI the tests use)."""
+    database = YieldingDatabase(open_embedded_client()["mongodb_down"])
+    app = create_app(settings, database=database)  # type: ignore[arg-type]
+    async with serving(app) as http:
+
+        async def unreachable(*_: Any) -> None:
+            raise ConnectionError("no route to host")
+
+        database.command = unreachable  # type: ignore[method-assign]
+        yield http
+
+
 async def test_the_examples_are_what_the_server_answers(
-    client: Client, booking_id: str, database: Any
+    client: Client, booking_id: str, settings: Settings
 ) -> None:
     """Each documented example, provoked for real (ids aside)."""
     execute = f"/v1/workflows/{booking_id}/execute"
     json_headers = {"Content-Type": "application/json"}
     run_id = (await turn(client, booking_id))["run_id"]
     await turn(client, booking_id, run_id, run_input={"command": "stop"})
-
-    async def database_down(*_: Any) -> None:
-        raise ConnectionError("no route to host")
 
     provoked = {
         "invalid_json": client.post(
@@ -236,8 +255,8 @@ async def test_the_examples_are_what_the_server_answers(
         if example.errors:
             expected["errors"] = [{"path": e.path, "message": e.message} for e in example.errors]
         assert answer == expected, code
-    database.command = database_down
-    unavailable = await client.get("/readyz")
+    async with mongodb_down(settings) as down:
+        unavailable = await down.get("/readyz")
     assert unavailable.status_code == 503
     assert unavailable.json() == {"detail": EXAMPLES["unavailable"].detail, "code": "unavailable"}
     assert set(EXAMPLES) == set(provoked) | {"turn_in_progress", "unavailable"}
@@ -262,13 +281,8 @@ async def test_health_and_readiness_are_public(client: Client) -> None:
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
 
 
-async def test_readiness_fails_with_503_when_mongodb_does_not_answer(
-    client: Client, database: Any
-) -> None:
-    async def unreachable(*_: Any) -> None:
-        raise ConnectionError("no route to host")
-
-    database.command = unreachable
-    response = await client.get("/readyz")
+async def test_readiness_fails_with_503_when_mongodb_does_not_answer(settings: Settings) -> None:
+    async with mongodb_down(settings) as down:
+        response = await down.get("/readyz")
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"
