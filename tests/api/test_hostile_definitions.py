@@ -81,3 +81,44 @@ async def test_a_turn_over_its_budget_fails_the_run_and_touches_no_other(client:
     assert untouched["status"] == "waiting_for_user_input" and untouched["turn"] == 1
     resumed = await turn(client, booking["workflow_id"], other["run_id"], "Ann")
     assert resumed["status"] == "waiting_for_user_input" and resumed["turn"] == 2
+
+
+async def test_a_backtracking_pattern_answers_at_once(client: Client) -> None:
+    # ^(a+)+$ took 17 s on 28 characters with Python's re; RE2 is linear in the message.
+    definition = flow(
+        (
+            "ask",
+            {"type": "input", "save_as": "x", "next": "end", "validate": {"pattern": "^(a+)+$"}},
+        ),
+        END,
+    )
+    workflow_id = (
+        await client.post("/v1/workflows", json={"name": "r", "definition": definition})
+    ).json()["workflow_id"]
+    run_id = (await turn(client, workflow_id))["run_id"]
+    rejected = await turn(client, workflow_id, run_id, "a" * 30_000 + "!")
+    assert rejected["status"] == "waiting_for_user_input"
+    assert [e["type"] for e in rejected["events"]][-2:] == ["input_rejected", "waiting_for_input"]
+    accepted = await turn(client, workflow_id, run_id, "a" * 30_000)
+    assert accepted["status"] == "completed"
+
+
+async def test_a_huge_power_in_a_switch_fails_the_run_naming_the_limit(client: Client) -> None:
+    definition = flow(
+        (
+            "check",
+            {
+                "type": "switch",
+                "cases": [{"when": "((10**1000)**1000)**10 > 0", "next": "end"}],
+                "default": "end",
+            },
+        ),
+        END,
+    )
+    workflow_id = (
+        await client.post("/v1/workflows", json={"name": "p", "definition": definition})
+    ).json()["workflow_id"]
+    answer = await turn(client, workflow_id)
+    assert answer["status"] == "failed"
+    assert answer["events"][-1]["node_id"] == "check"
+    assert "(limit max_integer_bits)" in answer["error"]
