@@ -1,6 +1,6 @@
 """Turns (``POST /v1/workflows/{id}/execute``) and reading runs (``/v1/runs``)."""
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent
@@ -17,11 +17,15 @@ from app.api.params import (
     object_id,
     turn_request,
 )
-from app.api.schemas import ExecuteRequest, RunDetail, RunEvents, TurnAnswer
+from app.api.schemas import CancelAnswer, ExecuteRequest, RunDetail, RunEvents, TurnAnswer
 from app.api.streaming import stream_turn
 from app.services.turns import TurnService
 
 Turns = NamedDependency[TurnService]
+
+_CANCEL_ERRORS = error_responses(
+    "invalid_id", "unauthorized", "not_found", "turn_in_progress", "run_terminal"
+)
 
 
 class ExecuteController(Controller):
@@ -78,6 +82,12 @@ class RunController(Controller):
     tags = ["runs"]
     security = API_KEY_SECURITY
 
+    @route("/", http_method="OPTIONS", include_in_schema=False)
+    async def allowed_methods(self) -> Response[None]:
+        # As in WorkflowController: Litestar 2 lists only the first handler's methods
+        # (litestar-org/litestar#4169); this name sorts first so that it is registered first.
+        return Response(None, status_code=204, headers={"Allow": "DELETE, GET, OPTIONS"})
+
     @get(
         "/",
         summary="Read a run",
@@ -109,3 +119,40 @@ class RunController(Controller):
     ) -> RunEvents:
         events = await turns.events(request.user, object_id(run_id, "run_id"), turn)
         return RunEvents(run_id=run_id.lower(), events=events)
+
+    @delete(
+        "/",
+        status_code=200,
+        summary="Cancel a run",
+        description="The same as a stop command: see `POST /v1/runs/{run_id}/cancel`.",
+        responses=_CANCEL_ERRORS,
+    )
+    async def delete_run(self, request: Caller, turns: Turns, run_id: IdPath) -> CancelAnswer:
+        return await _cancel(turns, request.user, run_id)
+
+    @post(
+        "/cancel",
+        status_code=200,
+        summary="Cancel a run",
+        description=(
+            "The same as a stop command: the run becomes `cancelled` (a turn of its own, ending"
+            " with `run_cancelled`). A turn executing now, in this or another server process,"
+            " halts at its next step and stores nothing more; its own answer reports the run"
+            " cancelled. A terminal run answers `409 run_terminal`."
+        ),
+        responses=_CANCEL_ERRORS,
+    )
+    async def cancel(self, request: Caller, turns: Turns, run_id: IdPath) -> CancelAnswer:
+        return await _cancel(turns, request.user, run_id)
+
+
+async def _cancel(turns: TurnService, tenant: str, run_id: str) -> CancelAnswer:
+    result = await turns.stop(tenant, None, object_id(run_id, "run_id"))
+    previous = result.previous_status
+    assert previous is not None  # a stop always says what it stopped
+    return CancelAnswer(
+        run_id=str(result.run.id),
+        cancelled=True,
+        previous_status=previous,
+        message=f"Run {result.run.id} is cancelled; it was {previous}.",
+    )

@@ -204,5 +204,14 @@ class RunEvents(msgspec.Struct):
     events: list[Event]
 
 
+class CancelAnswer(msgspec.Struct):
+    """What ``DELETE /v1/runs/{run_id}`` and ``POST /v1/runs/{run_id}/cancel`` answer."""
+
+    run_id: Id
+    cancelled: bool
+    previous_status: RunStatus
+    message: str
+
+
 class Health(msgspec.Struct):
     status: str

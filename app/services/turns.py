@@ -82,10 +82,12 @@ class TurnRequest:
 
 @dataclass(frozen=True, slots=True)
 class TurnResult:
-    """The run after the turn, and the events of the turn."""
+    """The run after the turn, and the events of the turn; for a stop, the status the run
+    had just before it."""
 
     run: RunDocument
     events: list[Event]
+    previous_status: RunStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +173,11 @@ class TurnService:
         for _ in range(STOP_ATTEMPTS):
             run = await self._runs.find(tenant, run_id)
             if run is None or (workflow_id is not None and run.workflow_id != workflow_id):
-                raise NotFound(f"No run {run_id} of this workflow.")
+                of_workflow = " of this workflow" if workflow_id is not None else ""
+                raise NotFound(f"No run {run_id}{of_workflow}.")
             if run.progress.status in TERMINAL_STATUSES:
                 raise RunTerminal(f"Run {run_id} is already {run.progress.status}.")
+            previous = RunStatus.RUNNING if run.claim is not None else run.progress.status
             await self._runs.archive_events(run)
             event, progress = _ended_at_once(
                 run, self._clock(), RunStatus.CANCELLED, ("run_cancelled", None, {})
@@ -182,7 +186,9 @@ class TurnService:
                 engine = self._in_flight.get(run_id)
                 if engine is not None:
                     engine.cancel()  # a turn of this process: no need to wait for its watcher
-                return TurnResult(run=_apply(run, progress, claim=None), events=[event])
+                return TurnResult(
+                    run=_apply(run, progress, claim=None), events=[event], previous_status=previous
+                )
         raise TurnInProgress(f"Run {run_id} kept changing; try the stop again.")
 
     async def read(self, tenant: str, run_id: ObjectId) -> RunDocument:
