@@ -63,6 +63,11 @@ def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Re
     detail, code = str(error.detail), _code_for(status)
     if status == 413:
         detail = "The request body is larger than this server accepts."
+    elif status == 404 and code == "not_found" and detail == "Not Found":
+        detail = "There is nothing at this path."
+    elif status == 405:
+        allowed = (error.headers or {}).get("allow", (error.headers or {}).get("Allow", ""))
+        detail = f"This path does not take that method; it takes {allowed or 'others'}."
     elif status == 400 and _caused_by_bad_json(error):
         detail, code = f"The request body is not valid JSON: {detail}", "invalid_json"
     return error_response(status, ErrorBody(detail=detail, code=code), headers=error.headers)

@@ -190,7 +190,8 @@ class EvaluationBudget:
     def check_integer_bits(self, bits: int) -> None:
         if bits > self.limits.max_integer_bits:
             raise BudgetExceeded(
-                f"an integer of {bits} bits is larger than {self.limits.max_integer_bits} bits",
+                f"an integer of about {bits} bits is larger than "
+                f"{self.limits.max_integer_bits} bits",
                 "max_integer_bits",
             )
 

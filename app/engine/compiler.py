@@ -177,7 +177,8 @@ def _check_node(path: str, raw: Any, problems: list[Problem]) -> Node | None:
 
     fields = {info.name: info for info in msgspec.structs.fields(cls)}
     for key in raw.keys() - fields.keys() - {"type"}:
-        problems.append(Problem(f"{path}.{key}", f"unknown field for a '{node_type}' node"))
+        article = "an" if node_type[0] in "aeiou" else "a"
+        problems.append(Problem(f"{path}.{key}", f"unknown field for {article} '{node_type}' node"))
     # An unknown field is reported but does not hide the node's other problems.
     found = len(problems)
     for name, info in fields.items():

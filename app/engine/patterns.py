@@ -53,4 +53,7 @@ def compile_pattern(source: str, *, ignore_case: bool = False) -> Pattern:
         reason = error.args[0] if error.args else "not a valid pattern"
         if isinstance(reason, bytes):
             reason = reason.decode(errors="replace")
-        raise PatternError(str(reason)) from None
+        text = str(reason)
+        if "invalid escape sequence: \\" in text or "invalid perl operator: (?" in text:
+            text += " (RE2 has no backreferences and no lookahead or lookbehind)"
+        raise PatternError(text) from None

@@ -122,3 +122,11 @@ async def test_a_huge_power_in_a_switch_fails_the_run_naming_the_limit(client: C
     assert answer["status"] == "failed"
     assert answer["events"][-1]["node_id"] == "check"
     assert "(limit max_integer_bits)" in answer["error"]
+
+
+async def test_a_method_a_path_does_not_take_is_a_sentence(client: Client) -> None:
+    response = await client.delete("/v1/workflows")
+    assert response.status_code == 405
+    body = response.json()
+    assert body["code"] == "method_not_allowed"
+    assert body["detail"].startswith("This path does not take that method; it takes ")

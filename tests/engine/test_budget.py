@@ -401,3 +401,12 @@ async def test_an_error_message_quoting_a_huge_value_is_kept_short() -> None:
 async def test_autoescape_blocks_are_refused_at_publish() -> None:
     with pytest.raises(InvalidDefinition):
         compile_workflow(saying("{% autoescape true %}{{ x }}{% endautoescape %}"))
+
+
+async def test_the_integer_limit_is_the_size_of_the_result() -> None:
+    # 2**3000 has 3,001 bits and 10**1200 3,987: both within 4,096; 2**5000 is not.
+    fits = await Conversation(setting("(2**3000 + 10**1200) | string | length")).send()
+    assert fits.state.status == RunStatus.COMPLETED
+    assert fits.state.output == {"x": 1201}
+    error = await failure_of(setting("(2**5000) | string | length"))
+    assert "about 5000 bits" in error and "(limit max_integer_bits)" in error

@@ -1,6 +1,7 @@
 """What a template's values cost: their text, the searches and the operations that could
 build something large, estimated *before* the work is done."""
 
+import math
 import re
 import types
 from collections.abc import Iterable, Iterator
@@ -186,8 +187,9 @@ def split_pieces(text: str, separator: Any, most: Any) -> int:
 
 
 def check_binary(budget: EvaluationBudget, operator_: str, left: Any, right: Any) -> None:
-    if operator_ == "**" and is_int(left) and is_int(right) and right > 0:
-        budget.check_integer_bits(max(left.bit_length(), 1) * right)
+    if operator_ == "**" and is_int(left) and is_int(right) and right > 0 and abs(left) > 1:
+        # The result has right * log2(|left|) bits, give or take one: estimated, not built.
+        budget.check_integer_bits(math.ceil(right * math.log2(abs(left))))
     elif operator_ == "*":
         if is_int(left) and is_int(right):
             budget.check_integer_bits(left.bit_length() + right.bit_length())
