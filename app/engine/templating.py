@@ -104,6 +104,8 @@ def _parsing(compile_: Callable[[], _Compiled]) -> _Compiled:
         return compile_()
     except (RecursionError, MemoryError):
         raise TemplateSyntaxError("nested too deeply to compile", 1) from None
+    except ValueError as error:  # the lexer's int() of a literal of 4,300+ digits
+        raise TemplateSyntaxError(f"cannot be compiled: {error}", 1) from None
 
 
 def to_storable(value: Any, depth: int = 0) -> Any:

@@ -7,7 +7,7 @@ slowly is checked before it runs; everything else is refused.
 """
 
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jinja2 import Undefined
@@ -15,7 +15,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import LoopContext, Macro
 from jinja2.utils import Cycler, Joiner, Namespace
 
-from app.engine.budget import EvaluationBudget, current_budget
+from app.engine.budget import CHARACTERS_PER_WORK_UNIT, EvaluationBudget, current_budget
 from app.engine.sandbox.values import (
     charge_input,
     charge_search,
@@ -73,11 +73,17 @@ def check_call(
     elif isinstance(obj, Macro | Joiner):
         return args
     elif any(obj is known for known in GLOBALS.values()):
-        # namespace(d), dict(d), cycler(*items) copy what they are given.
+        # namespace(d), dict(d), cycler(*items) copy what they are given: a lazy argument
+        # (a generator) is made a counted list first, so that it can be checked.
+        if obj is not bounded_range:
+            args = tuple(
+                materialized(budget, value) if isinstance(value, Iterator | range) else value
+                for value in args
+            )
         for value in (*args, *kwargs.values()):
-            if isinstance(value, list | tuple | dict):
+            if isinstance(value, list | tuple | dict | str):
                 budget.charge_data(value, produced=True)
-        if obj is dict:
+        if obj is dict or obj is Namespace:
             _check_dict_keys(budget, args, kwargs)
         return args
     name = getattr(obj, "__name__", type(obj).__name__)
@@ -148,6 +154,22 @@ def _compared(budget: EvaluationBudget, owner: Any, args: Any, kwargs: Any) -> N
             budget.charge_data(value, produced=False)
 
 
+def _strip(budget: EvaluationBudget, text: str, args: Any, kwargs: Any) -> None:
+    """Each character stripped is looked up in ``chars`` one by one."""
+    chars = args[0] if args else kwargs.get("chars")
+    if isinstance(chars, str):
+        budget.charge_work(len(text) * len(chars) // CHARACTERS_PER_WORK_UNIT)
+
+
+def _affix(budget: EvaluationBudget, text: str, args: Any, kwargs: Any) -> None:
+    """startswith/endswith take a tuple of candidates, each compared."""
+    if args and isinstance(args[0], tuple):
+        budget.charge_work(len(args[0]))
+        budget.charge_work(
+            sum(len(item) for item in args[0] if isinstance(item, str)) // CHARACTERS_PER_WORK_UNIT
+        )
+
+
 def _splitlines(budget: EvaluationBudget, text: str, args: Any, kwargs: Any) -> None:
     budget.check_collection_length(line_breaks(text))
 
@@ -161,14 +183,16 @@ def _expandtabs(budget: EvaluationBudget, text: str, args: Any, kwargs: Any) -> 
 _STR_METHODS: dict[str, Check] = {
     **dict.fromkeys(
         (
-            *("capitalize", "casefold", "endswith", "isalnum", "isalpha", "isascii"),
+            *("capitalize", "casefold", "isalnum", "isalpha", "isascii"),
             *("isdecimal", "isdigit", "islower", "isnumeric", "isspace", "istitle"),
-            *("isupper", "lower", "lstrip", "removeprefix", "removesuffix", "rstrip"),
-            *("startswith", "strip", "swapcase", "title", "upper"),
+            *("isupper", "lower", "removeprefix", "removesuffix"),
+            *("swapcase", "title", "upper"),
         ),
         _no_check,
     ),
     **dict.fromkeys(("count", "find", "index", "partition"), _search),
+    **dict.fromkeys(("strip", "lstrip", "rstrip"), _strip),
+    **dict.fromkeys(("startswith", "endswith"), _affix),
     **dict.fromkeys(("rfind", "rindex", "rpartition"), _reverse_search),
     **dict.fromkeys(("center", "ljust", "rjust", "zfill"), _width),
     "replace": _replace,

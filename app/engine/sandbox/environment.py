@@ -15,11 +15,11 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes, pass_context
+from jinja2 import nodes, pass_context
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, TemplateSyntaxError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Namespace
+from jinja2.utils import Cycler, Namespace
 
 from app.engine.budget import WORK_PER_CALL, WORK_PER_OPERATOR, current_budget
 from app.engine.sandbox import hooks
@@ -31,6 +31,7 @@ from app.engine.sandbox.template_checks import (
     check_template,
     instrument,
 )
+from app.engine.sandbox.undefined import TandemUndefined
 from app.engine.sandbox.values import check_binary, renderable
 
 _BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
@@ -54,7 +55,7 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, template_limits: TemplateLimits) -> None:
         super().__init__(
-            undefined=StrictUndefined,
+            undefined=TandemUndefined,
             autoescape=False,
             keep_trailing_newline=True,
             optimized=False,
@@ -87,12 +88,15 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
         defer_init: bool = False,
     ) -> str:
         check_template(source, self.template_limits)
-        return super()._generate(instrument(source), name, filename, defer_init)
+        try:
+            return super()._generate(instrument(source), name, filename, defer_init)
+        except ValueError as error:  # a literal Python cannot write back (4,300+ digits)
+            raise TemplateSyntaxError(f"cannot be compiled: {error}", 1) from None
 
     def _compile(self, source: str, filename: str) -> types.CodeType:
         try:
             return super()._compile(source, filename)
-        except (SyntaxError, RecursionError, MemoryError) as error:  # Python's own limits
+        except (SyntaxError, RecursionError, MemoryError, ValueError) as error:  # Python's limits
             raise TemplateSyntaxError(f"too complex to compile ({error})", 1) from None
 
     # Running: what every call, operator and lookup goes through.
@@ -136,6 +140,12 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
         if name.startswith(HOOK_PREFIX):
             raise TemplateRuntimeError(f"No filter named {name!r}.")
         return super().call_filter(name, value, args, kwargs, context, eval_ctx)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # A cycler's items are a tuple of whatever it was given, built without a charge.
+        if isinstance(obj, Cycler) and attr == "items":
+            return False
+        return bool(super().is_safe_attribute(obj, attr, value))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         if getattr(value, "__name__", None) in ("format", "format_map") and isinstance(

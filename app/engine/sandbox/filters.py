@@ -17,7 +17,13 @@ from jinja2.runtime import Context
 from jinja2.tests import TESTS
 from jinja2.utils import _PassArg
 
-from app.engine.budget import WORK_PER_CALL, EvaluationBudget, EvaluationError, current_budget
+from app.engine.budget import (
+    CHARACTERS_PER_WORK_UNIT,
+    WORK_PER_CALL,
+    EvaluationBudget,
+    EvaluationError,
+    current_budget,
+)
 from app.engine.sandbox.values import (
     WORK_PER_RENDERED_ITEM,
     charge_input,
@@ -294,6 +300,16 @@ def _unique(
     return items
 
 
+def _trim(
+    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
+) -> Any:
+    """Each character trimmed is looked up in ``chars`` one by one."""
+    chars = arguments.get("chars")
+    if isinstance(value, str) and isinstance(chars, str):
+        budget.charge_work(len(value) * len(chars) // CHARACTERS_PER_WORK_UNIT)
+    return value
+
+
 def _int(
     budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
 ) -> Any:
@@ -350,6 +366,7 @@ _CHECKS: dict[str, FilterCheck] = {
     "unique": _unique,
     "sort": lambda budget, value, arguments, environment: materialized(budget, value),
     "int": _int,
+    "trim": _trim,
     "round": _round,
     "urlencode": _urlencode,
     "string": _text,

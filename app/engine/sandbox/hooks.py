@@ -50,7 +50,7 @@ def concat(first: Any, *parts: Any) -> str:
     budget = current_budget()
     texts = [renderable(part, budget) for part in (first, *parts)]
     budget.check_string_length(sum(map(len, texts)))
-    return "".join(texts)
+    return str(budget.charge_value("".join(texts)))
 
 
 def captured(pieces: list[str]) -> str:
@@ -76,6 +76,7 @@ def keyed(_unused: Any, *pairs: Any) -> dict[Any, Any]:
     before any is hashed, then the dict is charged for every item it holds."""
     budget = current_budget()
     keys = pairs[0::2]
+    budget.charge_data(keys, produced=False)  # before hashing: refuses keys nested too deeply
     check_keys(budget, keys)
     built = dict(zip(keys, pairs[1::2], strict=True))
     budget.charge_data(built)

@@ -32,6 +32,7 @@ from jinja2.visitor import NodeTransformer
 from app.engine.budget import (
     WORK_PER_ITERATION,
     WORK_PER_LOOKUP,
+    WORK_PER_MACRO_PARAMETER,
     WORK_PER_MACRO_RUN,
     WORK_PER_RENDER,
     WORK_PER_SYNTAX_NODE,
@@ -186,7 +187,9 @@ class _Instrumenter(NodeTransformer):
     def _charge_each_run(self, node: nodes.Macro | nodes.CallBlock) -> nodes.Node:
         # Defaults are evaluated at every call that leaves them out.
         defaults: list[nodes.Node] = [*node.defaults, *node.args]
-        work, literal = _cost(WORK_PER_MACRO_RUN, node.body, defaults)
+        # Each parameter left out raises and catches a KeyError in Jinja2's macro call.
+        base = WORK_PER_MACRO_RUN + WORK_PER_MACRO_PARAMETER * len(node.args)
+        work, literal = _cost(base, node.body, defaults)
         self.generic_visit(node)
         charge = _hook("tandem_charge", nodes.Const(work), nodes.Const(literal))
         node.body.insert(0, nodes.ExprStmt(charge, lineno=node.lineno))

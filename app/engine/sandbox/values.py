@@ -187,6 +187,9 @@ def split_pieces(text: str, separator: Any, most: Any) -> int:
 
 
 def check_binary(budget: EvaluationBudget, operator_: str, left: Any, right: Any) -> None:
+    if is_int(left) and is_int(right) and operator_ in ("*", "//", "%"):
+        # Multiplying or dividing big integers costs their sizes multiplied.
+        budget.charge_work(left.bit_length() * right.bit_length() // 200_000)
     if operator_ == "**" and is_int(left) and is_int(right) and right > 0 and abs(left) > 1:
         # The result has right * log2(|left|) bits, give or take one: estimated, not built.
         budget.check_integer_bits(math.ceil(right * math.log2(abs(left))))
