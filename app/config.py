@@ -37,6 +37,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     echo_delay_ms: float = 0.0
     cancel_poll_ms: float = 250.0
     max_turn_recoveries: int = 2
+    max_stored_bytes: int = 8 * 1024 * 1024
     evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
     definitions: DefinitionLimits = msgspec.field(default_factory=DefinitionLimits)
 
@@ -83,6 +84,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             echo_delay_ms=_number(env, "TANDEM_ECHO_DELAY_MS", 0.0, allow_zero=True),
             cancel_poll_ms=_number(env, "TANDEM_CANCEL_POLL_MS", 250.0),
             max_turn_recoveries=_whole(env, "TANDEM_MAX_TURN_RECOVERIES", 2, allow_zero=True),
+            max_stored_bytes=_whole(env, "TANDEM_MAX_STORED_BYTES", 8 * 1024 * 1024),
             evaluation=_evaluation_limits(env),
             definitions=_definition_limits(env),
         )

@@ -63,6 +63,7 @@ def create_app(
                 max_message_bytes=settings.max_message_bytes,
                 claim_poll=timedelta(milliseconds=settings.cancel_poll_ms),
                 max_turn_recoveries=settings.max_turn_recoveries,
+                max_stored_bytes=settings.max_stored_bytes,
                 evaluation_limits=settings.evaluation,
             ),
             llm or build_llm_client(settings),

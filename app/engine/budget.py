@@ -39,6 +39,14 @@ CHARACTERS_PER_WORK_UNIT = 256
 BYTES_PER_ITEM = 64
 
 
+def _stored_size(text: str) -> int:
+    """What ``text`` takes stored as JSON (UTF-8, control characters as \\u00XX escapes),
+    at most: measured without encoding it."""
+    if text.isascii():
+        return len(text) if text.isprintable() else 6 * len(text)
+    return 4 * len(text) if text.isprintable() else 6 * len(text)
+
+
 _current: "ContextVar[EvaluationBudget | None]" = ContextVar("evaluation_budget", default=None)
 
 
@@ -106,6 +114,16 @@ class EvaluationBudget:
                 "max_work",
             )
 
+    def charge_turn_work(self, units: int) -> None:
+        """Work the turn does outside any render (copying variables for one, say)."""
+        self.work_left -= units
+        if self.work_left < 0:
+            raise BudgetExceeded(
+                f"the turn's templates and expressions did more than "
+                f"{self.limits.max_work} units of work",
+                "max_work",
+            )
+
     def charge_bytes(self, size: int) -> None:
         self.bytes_left -= size
         if self.bytes_left < 0:
@@ -159,7 +177,7 @@ class EvaluationBudget:
             for item in level:
                 if isinstance(item, str):
                     characters += len(item)  # compared or copied character by character
-                    size += sys.getsizeof(item)  # 1, 2 or 4 bytes a character
+                    size += _stored_size(item)
                 elif isinstance(item, _CONTAINERS):
                     work += WORK_PER_WALKED_ITEM * len(item)
                     if work > min(self.work_left, self.render_work_left):

@@ -237,6 +237,9 @@ class _Turn:
         if spec.history:
             messages += [ChatMessage(role=h.role, content=h.text) for h in self.state.history]
         messages.append(ChatMessage(role="user", content=self.render(node, "prompt")))
+        # Each call sends the whole conversation again: charged, so that a loop of calls
+        # cannot send gigabytes.
+        self.budget.charge_turn_work(sum(len(m.content) for m in messages) // 256)
         model = spec.model or client.default_model
         self.emit("llm_started", node.id, {"model": model})
         call = LlmCall(
@@ -351,7 +354,7 @@ class _Turn:
         of its own), so each is charged for the copy."""
         if self._context is None:
             self._context = {**self.state.variables, "history": self.history_view()}
-        self.budget.charge_work(len(self._context) // 2)
+        self.budget.charge_turn_work(len(self._context) // 2)
         return self._context
 
     def history_view(self) -> list[dict[str, str]]:

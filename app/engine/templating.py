@@ -7,6 +7,7 @@ template's output is counted while it is produced.
 """
 
 import functools
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -131,8 +132,17 @@ def to_storable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [to_storable(item, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {valid_text(str(key)): to_storable(item, depth + 1) for key, item in value.items()}
+        return {_storable_key(key): to_storable(item, depth + 1) for key, item in value.items()}
     raise EvaluationError(f"a value of type '{type(value).__name__}' cannot be stored")
+
+
+def _storable_key(key: Any) -> str:
+    """A key as JSON writes one: text, or a number, a boolean or null written as JSON."""
+    if isinstance(key, str):
+        return valid_text(key)
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(to_storable(key))
+    raise EvaluationError(f"a key of type '{type(key).__name__}' cannot be stored")
 
 
 def valid_text(text: str) -> str:

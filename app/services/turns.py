@@ -65,6 +65,9 @@ class TurnSettings:
     # How many times a turn interrupted by a dying server is executed again before the
     # run fails: a turn that kills its server every time must not be retried forever.
     max_turn_recoveries: int = 2
+    # What a run's stored state (variables, history, output) and a turn's events may
+    # take, encoded: well under MongoDB's 16 MB a document.
+    max_stored_bytes: int = 8 * 1024 * 1024
     evaluation_limits: EvaluationLimits = field(default_factory=EvaluationLimits)
 
 
@@ -353,6 +356,14 @@ class TurnService:
                 events=outcome.events,
                 now=self._clock(),
             )
+            stored = _stored_bytes(progress)
+            if stored > self._settings.max_stored_bytes:
+                return await self._fail_claimed(
+                    run,
+                    claim,
+                    f"The run's state and this turn's events would take {stored} bytes to "
+                    f"store; at most {self._settings.max_stored_bytes} (limit max_stored_bytes).",
+                )
             committed = await self._runs.commit_turn(run.id, claim.token, progress)
         except Exception:  # whatever went wrong, the run fails and its claim is released
             logger.exception("run %s: turn %d could not be completed", run.id, turn)
@@ -467,6 +478,17 @@ def _ended_at_once(
         updated_at=now,
     )
     return ending, progress
+
+
+def _stored_bytes(progress: RunProgress) -> int:
+    """The UTF-8 size of what a commit writes that grows with the run."""
+    parts = (
+        progress.variables_json,
+        progress.history_json,
+        progress.output_json,
+        progress.last_events_json,
+    )
+    return sum(len(part.encode()) for part in parts)
 
 
 def _apply(run: RunDocument, progress: RunProgress, claim: Claim | None) -> RunDocument:

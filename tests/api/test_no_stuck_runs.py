@@ -210,3 +210,23 @@ async def test_a_stored_version_that_no_longer_compiles_fails_cleanly(
         assert "cannot run on this server" in answer["error"]
         run = (await restarted.get(f"/v1/runs/{run_id}")).json()
         assert run["status"] == "failed"
+
+
+async def test_a_turn_whose_state_would_be_too_large_to_store_fails_naming_the_limit(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    small = Settings(api_keys=settings.api_keys, max_stored_bytes=100_000)
+    definition = flow(
+        ("ask", {"type": "input", "save_as": "x", "next": "grow"}),
+        ("grow", {"type": "set", "values": {"big": "x * 20"}, "next": "ask"}),
+    )
+    async with serving(create_app(small, database=database, clock=clock)) as client:  # type: ignore[arg-type]
+        workflow_id = await publish(client, definition)
+        run_id = (await turn(client, workflow_id))["run_id"]  # type: ignore[arg-type]
+        kept = await turn(client, workflow_id, run_id, "y" * 1000)  # type: ignore[arg-type]
+        assert kept["status"] == "waiting_for_user_input"
+        answer = await turn(client, workflow_id, run_id, "z" * 10_000)  # type: ignore[arg-type]
+        assert answer["status"] == "failed"
+        assert "(limit max_stored_bytes)" in answer["error"]
+        run = (await client.get(f"/v1/runs/{run_id}")).json()
+        assert run["status"] == "failed" and len(run["variables"]["big"]) == 20_000

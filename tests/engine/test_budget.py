@@ -465,3 +465,42 @@ async def test_what_a_third_review_found_is_bounded(template: str, message: str)
 def test_an_integer_literal_too_long_to_compile_is_refused_at_publish() -> None:
     with pytest.raises(InvalidDefinition):
         compile_workflow(saying("{{ " + "9" * 5000 + " > 0 }}"))
+
+
+# Found by a fourth review, of the turn runner as a whole.
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (
+            "{% set x = '\\n' * 999999 %}{% for i in range(16) %}"
+            "{{ (x | indent(0) | length) > 0 }}{% endfor %}",
+            "(limit max_render_work)",
+        ),
+        (
+            "{% set s = 'Ā' * 999999 %}{% for i in range(60) %}{{ s.isupper() }}{% endfor %}",
+            "(limit max_render_work)",
+        ),
+        ("{{ [1] | select(range) | list }}", "a test is named by a string"),
+    ],
+)
+async def test_what_a_fourth_review_found_is_bounded(template: str, message: str) -> None:
+    error = await failure_of(saying(template))
+    assert message in error and "0x" not in error
+
+
+async def test_keys_are_stored_as_json_writes_them() -> None:
+    stored = await Conversation(setting("{2: 'a', none: 'b', true: 'c', 1.5: 'd'}")).send()
+    assert stored.state.output == {"x": {"2": "a", "null": "b", "true": "c", "1.5": "d"}}
+    error = await failure_of(setting("{(range,): 1}"))
+    assert "a key of type 'tuple' cannot be stored" in error and "0x" not in error
+
+
+async def test_copying_many_variables_is_charged_to_the_turn_not_to_a_render() -> None:
+    variables = {f"v{i}": i for i in range(5000)}
+    definition = {
+        "start": "say",
+        "limits": {"max_steps_per_turn": 150},
+        "nodes": {"say": {"type": "message", "text": "{{ v1 }}", "next": "say"}},
+    }
+    outcome = await Conversation(definition, variables=variables).send()
+    assert outcome.state.status == RunStatus.ABORTED_LOOPING_RISK  # not a render's limit

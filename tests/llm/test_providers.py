@@ -110,3 +110,11 @@ async def test_an_abandoned_generation_closes_the_connection_to_the_provider() -
             await generation
         # The server notices at its next write, 100 ms later.
         assert await asyncio.to_thread(fake.disconnected.wait, 5)
+
+
+async def test_echo_streams_a_long_reply_in_at_most_a_thousand_pieces() -> None:
+    words = " ".join(f"w{i}" for i in range(5000))
+    call = LlmCall(model="echo", messages=[ChatMessage(role="user", content=words)])
+    deltas: list[str] = []
+    reply = await EchoClient().complete(call, deltas.append)
+    assert len(deltas) <= 1000 and "".join(deltas) == words == reply.text

@@ -147,6 +147,20 @@ class TandemSandbox(ImmutableSandboxedEnvironment):
             return False
         return bool(super().is_safe_attribute(obj, attr, value))
 
+    def call_test(
+        self,
+        name: str,
+        value: Any,
+        args: Any = None,
+        kwargs: Any = None,
+        context: Context | None = None,
+        eval_ctx: Any = None,
+    ) -> Any:
+        # select(x) names a test; anything but a name would be quoted in the error.
+        if not isinstance(name, str):
+            raise TemplateRuntimeError("a test is named by a string, like select('odd')")
+        return super().call_test(name, value, args, kwargs, context, eval_ctx)
+
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         if getattr(value, "__name__", None) in ("format", "format_map") and isinstance(
             getattr(value, "__self__", None), str
