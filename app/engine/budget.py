@@ -176,7 +176,9 @@ class EvaluationBudget:
             size = 0
             for item in level:
                 if isinstance(item, str):
-                    characters += len(item)  # compared or copied character by character
+                    # Compared, hashed or copied character by character: beyond ASCII, at
+                    # about 5-10 ns a character (a unit per 8), else a unit per 256.
+                    characters += len(item) if item.isascii() else 32 * len(item)
                     size += _stored_size(item)
                 elif isinstance(item, _CONTAINERS):
                     work += WORK_PER_WALKED_ITEM * len(item)

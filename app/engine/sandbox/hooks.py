@@ -48,6 +48,7 @@ def charge(work: int, literal: int) -> str:
 def concat(first: Any, *parts: Any) -> str:
     """``a ~ b ~ c``, refused before it is built if it would be too long."""
     budget = current_budget()
+    budget.charge_work(WORK_PER_OPERATOR * len(parts))
     texts = [renderable(part, budget) for part in (first, *parts)]
     budget.check_string_length(sum(map(len, texts)))
     return str(budget.charge_value("".join(texts)))

@@ -209,7 +209,7 @@ def _cost(
     ``outside_loops``: not counting what loops and macros charge for themselves."""
     work, literal = base, 0
     for node in _walk(parts, outside_loops):
-        lookup = isinstance(node, nodes.Getattr | nodes.Getitem)
+        lookup = isinstance(node, nodes.Getattr | nodes.Getitem | nodes.NSRef)
         work += WORK_PER_LOOKUP if lookup else WORK_PER_SYNTAX_NODE
         if isinstance(node, nodes.TemplateData):
             literal += len(node.data)

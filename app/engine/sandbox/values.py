@@ -9,6 +9,7 @@ from typing import Any
 
 from jinja2 import Undefined
 from jinja2.runtime import Macro
+from markupsafe import Markup
 
 from app.engine.budget import (
     CHARACTERS_PER_WORK_UNIT,
@@ -26,6 +27,8 @@ _WHITE_SPACE = (
 )
 # A character whose repr or JSON is an escape takes up to this many characters.
 _ESCAPED_CHARACTER = 12
+# A plain string's text is checked at about 3 ns a character.
+_PLAIN_CHARACTERS_PER_WORK_UNIT = 64
 # Measuring an item's text (rendered_size) takes about 0.5 us, 4 to 8 units of work.
 WORK_PER_RENDERED_ITEM = 6
 # Numbers from 2**61 - 1 on hash to the same values as smaller ones: keys a tenant could
@@ -106,6 +109,8 @@ def rendered_size(value: Any, budget: EvaluationBudget) -> int:
         if isinstance(item, str):
             plain = item.isascii() and item.isprintable()
             size += 2 + len(item) * (1 if plain else _ESCAPED_CHARACTER)
+            # Its text is checked (and, shown, escaped) character by character.
+            budget.charge_work(len(item) // (_PLAIN_CHARACTERS_PER_WORK_UNIT if plain else 8))
         elif item is None or isinstance(item, bool):
             size += 5
         elif isinstance(item, int):
@@ -198,9 +203,18 @@ def check_binary(budget: EvaluationBudget, operator_: str, left: Any, right: Any
     if is_int(left) and is_int(right) and operator_ in ("*", "//", "%"):
         # Multiplying or dividing big integers costs their sizes multiplied.
         budget.charge_work(left.bit_length() * right.bit_length() // 200_000)
+    if isinstance(left, Markup) or isinstance(right, Markup):
+        # Markup escapes the other side: up to five characters for one (&quot;).
+        other = right if isinstance(left, Markup) else left
+        if isinstance(other, str):
+            budget.check_string_length(len(left if other is right else right) + 5 * len(other))
+            budget.charge_work(len(other) // 32)
     if operator_ == "**" and is_int(left) and is_int(right) and right > 0 and abs(left) > 1:
-        # The result has right * log2(|left|) bits, give or take one: estimated, not built.
-        budget.check_integer_bits(math.ceil(right * math.log2(abs(left))))
+        # The result has right * log2(|left|) bits, give or take one: estimated, not built;
+        # computing it costs about its size times the base's.
+        bits = math.ceil(right * math.log2(abs(left)))
+        budget.check_integer_bits(bits)
+        budget.charge_work(left.bit_length() * bits // 200_000)
     elif operator_ == "*":
         if is_int(left) and is_int(right):
             budget.check_integer_bits(left.bit_length() + right.bit_length())
