@@ -108,21 +108,20 @@ class EvaluationBudget:
                 "max_render_work",
             )
         if self.work_left < 0:
-            raise BudgetExceeded(
-                f"the turn's templates and expressions did more than "
-                f"{self.limits.max_work} units of work",
-                "max_work",
-            )
+            raise self._turn_work_exceeded()
 
     def charge_turn_work(self, units: int) -> None:
         """Work the turn does outside any render (copying variables for one, say)."""
         self.work_left -= units
         if self.work_left < 0:
-            raise BudgetExceeded(
-                f"the turn's templates and expressions did more than "
-                f"{self.limits.max_work} units of work",
-                "max_work",
-            )
+            raise self._turn_work_exceeded()
+
+    def _turn_work_exceeded(self) -> "BudgetExceeded":
+        return BudgetExceeded(
+            f"the turn's templates and expressions did more than "
+            f"{self.limits.max_work} units of work",
+            "max_work",
+        )
 
     def charge_bytes(self, size: int) -> None:
         self.bytes_left -= size
