@@ -53,6 +53,9 @@ from app.store.documents import Claim, RunDocument, RunProgress, dump_json, enco
 from app.store.runs import RunStore
 
 CLAIM_ATTEMPTS = 3
+# A turn with more events than this has taken milliseconds to encode: it gives the event
+# loop away before storing them (the commit and the answer take as long again).
+LONG_TURN_EVENTS = 1_000
 STOP_ATTEMPTS = 10
 
 
@@ -356,6 +359,8 @@ class TurnService:
                 events=outcome.events,
                 now=self._clock(),
             )
+            if len(outcome.events) > LONG_TURN_EVENTS:
+                await asyncio.sleep(0)  # encoding a long turn took ms: let others go first
             stored = _stored_bytes(progress)
             if stored > self._settings.max_stored_bytes:
                 return await self._fail_claimed(
