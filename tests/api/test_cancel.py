@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 from tests.api.helpers import Client, turn
-from tests.api.test_concurrency import create_booking, post_turn, stored_events
+from tests.api.test_concurrency import stored_events, turn_held_at_its_commit
 from tests.conftest import KEY_B
-from tests.support import YieldingDatabase, is_turn_commit, wait_until
+from tests.support import YieldingDatabase
 
 Racing = Callable[[], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -52,11 +52,7 @@ async def test_a_cancel_wins_over_a_turn_in_flight(
     racing: Racing, database: YieldingDatabase
 ) -> None:
     async with racing() as client:
-        booking_id = await create_booking(client)
-        run_id = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-        database.hold("runs", "update_one", is_turn_commit)
-        in_flight = post_turn(client, booking_id, run_id=run_id, run_input={"message": "Ann"})
-        await wait_until(lambda: database.waiting == 1)
+        _, run_id, in_flight = await turn_held_at_its_commit(client, database)
         cancel = await client.delete(f"/v1/runs/{run_id}")
         assert cancel.status_code == 200
         assert cancel.json()["previous_status"] == "running"

@@ -35,6 +35,19 @@ async def stored_events(client: httpx.AsyncClient, run_id: str) -> list[dict[str
     return events
 
 
+async def turn_held_at_its_commit(
+    client: httpx.AsyncClient, database: YieldingDatabase
+) -> "tuple[str, str, asyncio.Task[httpx.Response]]":
+    """A booking run whose turn answering "Ann" is executing, held just before its commit
+    until ``database.release()``: the workflow, the run and the request in flight."""
+    booking_id = await create_booking(client)
+    run_id: str = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
+    database.hold("runs", "update_one", is_turn_commit)
+    in_flight = post_turn(client, booking_id, run_id=run_id, run_input={"message": "Ann"})
+    await wait_until(lambda: database.waiting == 1)
+    return booking_id, run_id, in_flight
+
+
 async def crash_mid_turn(
     client: httpx.AsyncClient, database: YieldingDatabase, workflow_id: str, run_id: str
 ) -> None:
@@ -87,11 +100,7 @@ async def test_twenty_turns_at_once_one_executes_the_others_get_409(
 
 async def test_stop_wins_over_a_turn_in_flight(racing: Racing, database: YieldingDatabase) -> None:
     async with racing() as client:
-        booking_id = await create_booking(client)
-        run_id = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-        database.hold("runs", "update_one", is_turn_commit)
-        in_flight = post_turn(client, booking_id, run_id=run_id, run_input={"message": "Ann"})
-        await wait_until(lambda: database.waiting == 1)
+        booking_id, run_id, in_flight = await turn_held_at_its_commit(client, database)
 
         resume = await client.post(
             f"/v1/workflows/{booking_id}/execute",
