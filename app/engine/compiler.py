@@ -117,6 +117,8 @@ def compile_workflow(raw: Any, limits: DefinitionLimits = DEFAULT_LIMITS) -> Com
             for node_id, spec in nodes.items():
                 if spec is not None:
                     compiled[node_id] = _compile_node(node_id, spec, set(nodes), limits, problems)
+                else:  # broken, but where it leads is still checked: every problem at once
+                    problems.extend(_dangling_raw_targets(node_id, raw["nodes"][node_id], nodes))
                 if nodes_left[0] < 0:  # said once, at the template that went past the limit
                     break
         if isinstance(start, str) and start in nodes:
@@ -315,14 +317,31 @@ def _unreachable(start: str, nodes: dict[str, Node | None], raw: dict[str, Any])
 
 
 def _raw_targets(raw: Any) -> list[str]:
+    return [target for _, target in _raw_successors(raw)]
+
+
+def _raw_successors(raw: Any) -> list[tuple[str, str]]:
+    """A broken node's targets, read from its raw fields, each with its field's path."""
     if not isinstance(raw, dict):
         return []
     cases = raw.get("cases")
     if not isinstance(cases, list):
         cases = []
-    candidates = [raw.get("next"), raw.get("default")]
-    candidates += [case.get("next") for case in cases if isinstance(case, dict)]
-    return [target for target in candidates if isinstance(target, str)]
+    candidates = [("next", raw.get("next")), ("default", raw.get("default"))]
+    candidates += [
+        (f"cases[{index}].next", case.get("next"))
+        for index, case in enumerate(cases)
+        if isinstance(case, dict)
+    ]
+    return [(path, target) for path, target in candidates if isinstance(target, str)]
+
+
+def _dangling_raw_targets(node_id: str, raw: Any, nodes: dict[str, Node | None]) -> list[Problem]:
+    return [
+        Problem(f"nodes.{node_id}.{path}", f"names no node: '{target}'")
+        for path, target in _raw_successors(raw)
+        if target not in nodes
+    ]
 
 
 def _problem_from(error: msgspec.ValidationError, base: str) -> Problem:

@@ -257,3 +257,12 @@ def test_patterns_run_in_linear_time_and_backtracking_features_are_refused() -> 
     assert not pattern.search("a" * 30_000 + "!")  # Python's re: longer than the universe
     assert pattern.search("a" * 30_000)
     assert time.perf_counter() - started < 0.5
+
+
+def test_a_broken_nodes_targets_are_still_checked() -> None:
+    # save_as is missing, and next names no node: both are reported at once.
+    found = problems(flow(("ask", {"type": "input", "prompt": "x", "next": "gone"})))
+    assert found == {
+        "nodes.ask.save_as": "is required",
+        "nodes.ask.next": "names no node: 'gone'",
+    }
