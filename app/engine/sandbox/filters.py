@@ -28,7 +28,6 @@ from app.engine.sandbox.values import (
     WORK_PER_RENDERED_ITEM,
     charge_decimal,
     charge_input,
-    check_join,
     check_keys,
     check_percent_format,
     check_replacement,
@@ -187,18 +186,16 @@ def _join_filter(
     if attribute is not None:
         look_up = make_attrgetter(environment, attribute)
         items = [look_up(item) for item in items]
-    texts = [renderable(item, budget) for item in items]
     separator = renderable(d, budget)
-    budget.check_string_length(sum(map(len, texts)) + len(separator) * max(len(texts) - 1, 0))
+    # One pass: each item is measured (and refused if not plain data) before its text is
+    # made, and the whole is refused as soon as it would be too long.
+    texts: list[str] = []
+    total = 0
+    for item in items:
+        total += rendered_size(item, budget) + len(separator)
+        budget.check_string_length(total - len(separator))
+        texts.append(item if isinstance(item, str) else str(item))
     return separator.join(texts)
-
-
-def _join(
-    budget: EvaluationBudget, value: Any, arguments: Arguments, environment: Environment
-) -> Any:
-    items = materialized(budget, value)
-    check_join(budget, items, renderable(arguments["d"], budget))
-    return items
 
 
 def _sum(
@@ -388,7 +385,6 @@ def _shape(budget: EvaluationBudget, value: Any) -> tuple[int, int]:
 
 
 _CHECKS: dict[str, FilterCheck] = {
-    "join": _join,
     "sum": _sum,
     "center": _center,
     "indent": _indent,
