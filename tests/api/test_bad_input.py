@@ -266,6 +266,15 @@ async def test_ids_are_read_in_either_case_and_answered_lowercase(
     assert (answer["run_id"], answer["workflow_id"]) == (run_id, booking_id)
 
 
+def target_url(target: str, booking_id: str) -> str:
+    """Where a body goes: a turn, a new workflow, or a new version of the booking one."""
+    return {
+        "execute": f"/v1/workflows/{booking_id}/execute",
+        "create": "/v1/workflows",
+        "publish": f"/v1/workflows/{booking_id}/versions",
+    }[target]
+
+
 @pytest.mark.parametrize(
     ("target", "body", "path"),
     [
@@ -287,11 +296,7 @@ async def test_invalid_utf8_in_a_string_is_invalid_json_with_its_path(
 ) -> None:
     run_id = (await turn(client, booking_id))["run_id"]
     before = (await client.get(f"/v1/runs/{run_id}")).json()
-    url = {
-        "execute": f"/v1/workflows/{booking_id}/execute",
-        "create": "/v1/workflows",
-        "publish": f"/v1/workflows/{booking_id}/versions",
-    }[target]
+    url = target_url(target, booking_id)
     if target == "execute" and b"run_input" in body:
         body = body.replace(b"{", b'{"run_id": "' + run_id.encode() + b'", ', 1)
     answer = assert_error(await post_raw(client, url, body), 400, "invalid_json")
@@ -354,11 +359,7 @@ async def test_json_nested_beyond_the_limit_is_refused_at_its_field(
     """Nested 100 levels or 100,000, a value gets the same answer: too deep for its field."""
     run_id = (await turn(client, booking_id))["run_id"]
     before = (await client.get(f"/v1/runs/{run_id}")).json()
-    url = {
-        "execute": f"/v1/workflows/{booking_id}/execute",
-        "create": "/v1/workflows",
-        "publish": f"/v1/workflows/{booking_id}/versions",
-    }[target]
+    url = target_url(target, booking_id)
     response = await post_raw(client, url, make_body(nested(depth)))
     if depth == 100 and path == "body":
         # Shallow enough to decode: a list is simply not the object a turn takes.
