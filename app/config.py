@@ -35,7 +35,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     llm_timeout_seconds: float = 60.0
     llm_max_retries: int = 2
     echo_delay_ms: float = 0.0
-    cancel_poll_ms: float = 250.0
+    # How often a turn in flight records its progress (and so learns of a stop), and how
+    # often a run stream reads a run executing in another server process.
+    poll_ms: float = 250.0
+    # How often each process looks for turns whose server died; None: every 10 s on
+    # MongoDB, never on the embedded store (one process owns it: none can die apart).
+    sweep_seconds: float | None = None
     max_turn_recoveries: int = 2
     max_stored_bytes: int = 8 * 1024 * 1024
     evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
@@ -44,6 +49,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def embedded(self) -> bool:
         return self.mongodb_uri is None
+
+    @property
+    def sweep_interval_seconds(self) -> float:
+        if self.sweep_seconds is not None:
+            return self.sweep_seconds
+        return 0.0 if self.embedded else 10.0
 
     @property
     def lease(self) -> timedelta:
@@ -82,7 +93,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             llm_timeout_seconds=_number(env, "TANDEM_LLM_TIMEOUT_SECONDS", 60.0),
             llm_max_retries=_whole(env, "TANDEM_LLM_MAX_RETRIES", 2, allow_zero=True),
             echo_delay_ms=_number(env, "TANDEM_ECHO_DELAY_MS", 0.0, allow_zero=True),
-            cancel_poll_ms=_number(env, "TANDEM_CANCEL_POLL_MS", 250.0),
+            poll_ms=_number(env, "TANDEM_POLL_MS", 250.0),
+            sweep_seconds=_number(env, "TANDEM_SWEEP_SECONDS", 10.0, allow_zero=True)
+            if "TANDEM_SWEEP_SECONDS" in env
+            else None,
             max_turn_recoveries=_whole(env, "TANDEM_MAX_TURN_RECOVERIES", 2, allow_zero=True),
             max_stored_bytes=_whole(env, "TANDEM_MAX_STORED_BYTES", 8 * 1024 * 1024),
             evaluation=_evaluation_limits(env),

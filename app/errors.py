@@ -61,3 +61,9 @@ class RunTerminal(TandemError):
 class DefinitionRejected(TandemError):
     status_code = 422
     code = "invalid_definition"
+
+
+class InvalidParameter(TandemError):
+    """A header or query value the handler checks itself (its path names it)."""
+
+    code = "validation_error"

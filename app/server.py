@@ -23,7 +23,8 @@ from app.engine.llm import LlmClient
 from app.errors import TandemError
 from app.examples import load_examples
 from app.llm import build_llm_client
-from app.services.turns import TurnService, TurnSettings
+from app.services.run_services import RunServices
+from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
 from app.store.database import Connection, Database
 from app.store.store import Store
@@ -53,7 +54,7 @@ def create_app(
         app.state.store = store
         app.state.settings = settings
         app.state.workflows = workflows
-        app.state.turns = TurnService(
+        runs = RunServices.build(
             store.runs,
             workflows,
             clock,
@@ -61,19 +62,22 @@ def create_app(
                 lease=settings.lease,
                 history_limit=settings.history_limit,
                 max_message_bytes=settings.max_message_bytes,
-                claim_poll=timedelta(milliseconds=settings.cancel_poll_ms),
+                claim_poll=timedelta(milliseconds=settings.poll_ms),
                 max_turn_recoveries=settings.max_turn_recoveries,
                 max_stored_bytes=settings.max_stored_bytes,
                 evaluation_limits=settings.evaluation,
             ),
             llm or build_llm_client(settings),
+            settings.sweep_interval_seconds,
         )
+        app.state.runs = runs
         if settings.examples_tenant is not None:
             await load_examples(workflows, settings.examples_tenant)
+        runs.sweeper.start()
         try:
             yield
         finally:
-            await app.state.turns.drain()
+            await runs.close()
             workflows.close()
             if connection is not None:
                 await connection.close()
@@ -89,7 +93,7 @@ def create_app(
         lifespan=[lifespan],
         dependencies={
             "workflows": Provide(dependencies.provide_workflows, sync_to_thread=False),
-            "turns": Provide(dependencies.provide_turns, sync_to_thread=False),
+            "runs": Provide(dependencies.provide_runs, sync_to_thread=False),
             "store": Provide(dependencies.provide_store, sync_to_thread=False),
         },
         middleware=[DefineMiddleware(ApiKeyAuthentication, keys=settings.api_keys)],

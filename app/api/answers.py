@@ -1,14 +1,18 @@
-"""Building a turn's answer from the run it left."""
+"""Building answers from runs: a turn's, a run's status, an accepted asynchronous turn."""
 
-from app.api.schemas import TurnAnswer
+from typing import Any
+
+from litestar import Request
+
+from app.api.schemas import RunDetail, TurnAccepted, TurnAnswer
 from app.engine.state import TERMINAL_STATUSES, WAITING_STATUSES, RunStatus
-from app.services.turns import TurnResult
+from app.services.turn_model import PreparedTurn, TurnResult
 from app.store.documents import RunDocument
 
 
 def reported_status(run: RunDocument) -> RunStatus:
     """A run with a turn executing now is ``running``; else the state its last turn left."""
-    return RunStatus.RUNNING if run.claim is not None else run.progress.status
+    return RunStatus.RUNNING if run.claim is not None else run.state.status
 
 
 def turn_answer(result: TurnResult) -> TurnAnswer:
@@ -19,11 +23,62 @@ def turn_answer(result: TurnResult) -> TurnAnswer:
         workflow_id=str(run.workflow_id),
         version=run.version,
         status=status,
-        turn=run.progress.turn,
+        turn=run.state.turn,
         events=result.events,
         is_waiting_for_input=status in WAITING_STATUSES,
         is_terminal=status in TERMINAL_STATUSES,
-        waiting_for=run.progress.waiting_for,
-        output=run.progress.output,
-        error=run.progress.error,
+        waiting_for=run.state.waiting_for,
+        output=run.state.output,
+        error=run.state.error,
+    )
+
+
+def run_detail(run: RunDocument) -> RunDetail:
+    claim = run.claim
+    status = reported_status(run)
+    visited = claim.visited_nodes if claim is not None and claim.visited_nodes else None
+    completed_nodes = len(visited if visited is not None else run.visited_nodes)
+    return RunDetail(
+        run_id=str(run.id),
+        workflow_id=str(run.workflow_id),
+        version=run.version,
+        status=status,
+        turn=run.state.turn,
+        created_at=run.created_at,
+        updated_at=run.state.updated_at,
+        waiting_for=run.state.waiting_for,
+        output=run.state.output,
+        error=run.state.error,
+        variables=run.state.variables,
+        progress=_progress(status, completed_nodes, run.total_nodes),
+        current_node=claim.current_node if claim is not None else run.state.current_node,
+        completed_nodes=completed_nodes,
+        total_nodes=run.total_nodes,
+        started_at=run.created_at,
+        completed_at=run.completed_at,
+        execution_source=run.execution_source,
+        retry_count=run.retry_count,
+    )
+
+
+def _progress(status: RunStatus, completed_nodes: int, total_nodes: int) -> int:
+    """100 once the run has ended; before, the share of its nodes executed at least once,
+    at most 99: a loop cannot make it move backwards or reach 100 early, and a branch not
+    taken only means the last step is bigger."""
+    if status in TERMINAL_STATUSES:
+        return 100
+    if total_nodes == 0:
+        return 0
+    return min(99, completed_nodes * 100 // total_nodes)
+
+
+def turn_accepted(request: Request[str, Any, Any], turn: PreparedTurn) -> TurnAccepted:
+    run_url = f"{str(request.base_url).rstrip('/')}/v1/runs/{turn.run.id}"
+    return TurnAccepted(
+        run_id=str(turn.run.id),
+        turn=turn.turn,
+        status=RunStatus.RUNNING,
+        status_url=run_url,
+        stream_url=f"{run_url}/stream",
+        cancel_url=f"{run_url}/cancel",
     )

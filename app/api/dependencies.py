@@ -5,7 +5,7 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 
-from app.services.turns import TurnService
+from app.services.run_services import RunServices
 from app.services.workflows import WorkflowService
 from app.store.store import Store
 
@@ -20,9 +20,9 @@ def provide_workflows(state: State) -> WorkflowService:
     return service
 
 
-def provide_turns(state: State) -> TurnService:
-    service: TurnService = state.turns
-    return service
+def provide_runs(state: State) -> RunServices:
+    services: RunServices = state.runs
+    return services
 
 
 def provide_store(state: State) -> Store:

@@ -92,7 +92,7 @@ SSE_EXAMPLE = "".join(
         "id: 7\r\nevent: node_started\r\n"
         'data: {"seq":7,"turn":2,"type":"node_started","node_id":"reply",'
         '"at":"2026-11-22T12:00:00.123000Z","data":{"node_type":"llm"}}',
-        'event: llm_delta\r\ndata: {"text":"Hello"}',
+        'id: 7.5\r\nevent: llm_delta\r\ndata: {"text":"Hello"}',
         "event: turn_result\r\n"
         'data: {"run_id":"65f0c0ffee0000000000abcd","workflow_id":"65f0c0ffee00000000000001",'
         '"version":3,"status":"waiting_for_user_input","turn":2,"events":[],'
@@ -104,7 +104,8 @@ SSE_EXAMPLE = "".join(
 SSE_DESCRIPTION = (
     "With `Accept: text/event-stream`, the turn as Server-Sent Events. One message per event"
     " as it happens (`event:` its type, `id:` its seq, `data:` the event as JSON);"
-    ' `llm_delta` messages (`data: {"text"}`) while LLM text is generated, sent and never'
+    ' `llm_delta` messages (`data: {"text"}`, `id:` `<seq>.<characters>`: the event the text'
+    " follows and how much of it has been sent) while LLM text is generated, sent and never"
     " stored; and last `turn_result`, whose data is the same answer as the JSON one"
     " (`TurnAnswer`). If the turn cannot finish, the last message is `error` with an error"
     " body instead. Errors found before the turn starts answer as plain JSON."
@@ -129,3 +130,49 @@ class TurnOperation(Operation):
                 schema=Schema(type=OpenAPIType.STRING, description=SSE_DESCRIPTION),
                 examples={"turn": Example(summary="A turn with an LLM reply", value=SSE_EXAMPLE)},
             )
+
+
+RUN_STREAM_EXAMPLE = "".join(
+    f"{message}\r\n\r\n"
+    for message in (
+        "id: 8\r\nevent: llm_started\r\n"
+        'data: {"seq":8,"turn":2,"type":"llm_started","node_id":"reply",'
+        '"at":"2026-11-22T12:00:00.125000Z","data":{"model":"gpt-4o-mini"}}',
+        'id: 8.5\r\nevent: llm_delta\r\ndata: {"text":"Hello"}',
+        ": keepalive",
+        'id: 8.11\r\nevent: llm_delta\r\ndata: {"text":", Ann."}',
+    )
+)
+
+
+@dataclass
+class StreamOperation(Operation):
+    """The run stream, which Litestar documents as a bare string."""
+
+    def __post_init__(self) -> None:
+        answer = (self.responses or {}).get("200")
+        if isinstance(answer, OpenAPIResponse):
+            answer.description = "The run's events as Server-Sent Events."
+            answer.content = {
+                "text/event-stream": OpenAPIMediaType(
+                    # Each message: its type, its id, and its data (JSON text of an Event,
+                    # of an ErrorBody, or of {"text"} for LLM text).
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        properties={
+                            "event": Schema(type=OpenAPIType.STRING),
+                            "id": Schema(type=OpenAPIType.STRING),
+                            "data": Schema(
+                                type=OpenAPIType.STRING,
+                                content_media_type="application/json",
+                            ),
+                        },
+                        description="One message per event (`id:` its seq), `llm_delta`"
+                        " messages for LLM text (`id:` `<seq>.<characters>`), comment lines"
+                        " every 15 s while nothing happens.",
+                    ),
+                    examples={
+                        "run": Example(summary="A run's LLM reply", value=RUN_STREAM_EXAMPLE)
+                    },
+                )
+            }

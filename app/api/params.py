@@ -20,7 +20,7 @@ from app.errors import (
     TandemError,
     UnknownCommand,
 )
-from app.services.turns import TurnRequest
+from app.services.turn_model import TurnRequest
 
 _OBJECT_ID = re.compile(ID_PATTERN_IN)
 
@@ -72,7 +72,7 @@ def object_id(value: str, name: str) -> ObjectId:
     return ObjectId(value.lower())
 
 
-def turn_request(body: ExecuteRequest | None, version: int | None) -> TurnRequest:
+def turn_request(body: ExecuteRequest | None, version: int | None, source: str) -> TurnRequest:
     """Check a turn's body: ids, command, and values MongoDB can store."""
     body = body or ExecuteRequest()
     run_input = body.run_input
@@ -98,6 +98,7 @@ def turn_request(body: ExecuteRequest | None, version: int | None) -> TurnReques
         message=message,
         data=_storable(run_input.data, "run_input.data") if run_input else None,
         stop=command == "stop",
+        source=source,
     )
 
 

@@ -1,14 +1,19 @@
-"""Turns (``POST /v1/workflows/{id}/execute``) and reading runs (``/v1/runs``)."""
+"""Turns (``POST /v1/workflows/{id}/execute``) and runs (``/v1/runs``): reading, following
+and cancelling them."""
+
+import re
+from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, post, route
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody
 from litestar.response import ServerSentEvent
 
-from app.api.answers import reported_status, turn_answer
+from app.api.answers import run_detail, turn_accepted, turn_answer
 from app.api.dependencies import API_KEY_SECURITY, Caller
 from app.api.errors import error_responses
-from app.api.openapi import TurnOperation
+from app.api.openapi import StreamOperation, TurnOperation
 from app.api.params import (
     IdPath,
     JsonBodyRequest,
@@ -17,11 +22,45 @@ from app.api.params import (
     object_id,
     turn_request,
 )
-from app.api.schemas import CancelAnswer, ExecuteRequest, RunDetail, RunEvents, TurnAnswer
-from app.api.streaming import stream_turn
-from app.services.turns import TurnService
+from app.api.schemas import (
+    CancelAnswer,
+    ExecuteRequest,
+    RunDetail,
+    RunEvents,
+    TurnAccepted,
+    TurnAnswer,
+)
+from app.api.streaming import position_after, stream_run, stream_turn
+from app.errors import ErrorItem, InvalidParameter
+from app.services.run_services import RunServices
+from app.services.turn_model import DEFAULT_SOURCE
 
-Turns = NamedDependency[TurnService]
+Runs = NamedDependency[RunServices]
+PreferHeader = Annotated[
+    str,
+    HeaderParameter(
+        name="Prefer",
+        description="`respond-async`: answer `202` at once and execute the turn in the background.",
+    ),
+]
+SourceHeader = Annotated[
+    str,
+    HeaderParameter(
+        name="X-Execution-Source",
+        description="Who starts the run (`API` when absent, `PLAYGROUND`, …): letters, digits,"
+        " `_` and `-`, at most 32; shown upper-cased as the run's `execution_source`.",
+        schema_extra={"pattern": "^[A-Za-z][A-Za-z0-9_-]{0,31}$"},
+    ),
+]
+LastEventIdHeader = Annotated[
+    str,
+    HeaderParameter(
+        name="Last-Event-ID",
+        description="Resume after this message: a seq, or `<seq>.<characters>` (LLM text).",
+        schema_extra={"pattern": "^[0-9]{1,18}([.][0-9]{1,18})?$"},
+    ),
+]
+_SOURCE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 _CANCEL_ERRORS = error_responses(
     "invalid_id", "unauthorized", "not_found", "turn_in_progress", "run_terminal"
@@ -42,39 +81,80 @@ class ExecuteController(Controller):
             "Every field of the body is optional, and so is the body: an empty POST starts a"
             " run. With `Accept: text/event-stream` the turn streams as Server-Sent Events:"
             " each event (`event:` its type, `id:` its seq), `llm_delta` messages while LLM"
-            " text is generated, and `turn_result` last with this answer."
+            " text is generated, and `turn_result` last with this answer. With `Prefer:"
+            " respond-async` it answers `202` once the run is claimed (refusals still come"
+            " first) and executes the turn in the background: poll `status_url`, follow"
+            " `stream_url`. A stop is never deferred: it answers `200`."
         ),
-        responses=error_responses(
-            "invalid_json",
-            "validation_error",
-            "invalid_id",
-            "invalid_input",
-            "message_too_large",
-            "unknown_command",
-            "bad_request",
-            "unauthorized",
-            "not_found",
-            "turn_in_progress",
-            "run_terminal",
-            "payload_too_large",
-            "invalid_definition",
-        ),
+        responses={
+            **error_responses(
+                "invalid_json",
+                "validation_error",
+                "invalid_id",
+                "invalid_input",
+                "message_too_large",
+                "unknown_command",
+                "bad_request",
+                "unauthorized",
+                "not_found",
+                "turn_in_progress",
+                "run_terminal",
+                "payload_too_large",
+                "invalid_definition",
+            ),
+            202: ResponseSpec(
+                TurnAccepted,
+                description="With `Prefer: respond-async`: the turn executes in the background.",
+            ),
+        },
         operation_class=TurnOperation,
     )
     async def execute(
         self,
         request: Caller,
-        turns: Turns,
+        runs: Runs,
         workflow_id: IdPath,
         data: JSONBody[ExecuteRequest | None] = None,
         version: VersionQuery = None,
-    ) -> Response[TurnAnswer]:
+        prefer: PreferHeader = "",
+        source: SourceHeader = "",
+    ) -> Response[TurnAnswer]:  # or 202 TurnAccepted, documented in `responses`
         workflow = object_id(workflow_id, "workflow_id")
-        prepared = await turns.prepare(request.user, workflow, turn_request(data, version))
+        turn = turn_request(data, version, _execution_source(source))
+        prepared = await runs.executor.prepare(request.user, workflow, turn)
         if "text/event-stream" in request.headers.get("accept", ""):
             # Errors found so far were answered as JSON; from here on the turn streams.
-            return ServerSentEvent(stream_turn(turns, prepared))  # type: ignore[return-value]
-        return Response(turn_answer(await turns.complete(prepared)))
+            return ServerSentEvent(stream_turn(runs, prepared))  # type: ignore[return-value]
+        if prefer and _prefers_async(prefer) and prepared.done is None:
+            runs.executor.start(prepared)
+            accepted = turn_accepted(request, prepared)
+            answer: Any = Response(
+                accepted,
+                status_code=202,
+                headers={"Location": accepted.status_url, "Preference-Applied": "respond-async"},
+            )
+            return answer  # type: ignore[no-any-return]
+        return Response(turn_answer(await runs.executor.complete(prepared)))
+
+
+def _prefers_async(prefer: str) -> bool:
+    """Whether a ``Prefer`` header (RFC 7240: preferences separated by commas, each maybe
+    with parameters after ``;``) holds ``respond-async``."""
+    return any(
+        part.split(";", 1)[0].strip().lower() == "respond-async" for part in prefer.split(",")
+    )
+
+
+def _execution_source(header: str) -> str:
+    if not header:
+        return DEFAULT_SOURCE
+    if not _SOURCE.fullmatch(header):
+        raise InvalidParameter(
+            "X-Execution-Source must be a name: a letter, then letters, digits, _ or -, "
+            "at most 32 in all.",
+            errors=[ErrorItem(path="headers.X-Execution-Source", message="is not a name")],
+        )
+    return header.upper()
 
 
 class RunController(Controller):
@@ -93,21 +173,8 @@ class RunController(Controller):
         summary="Read a run",
         responses=error_responses("invalid_id", "unauthorized", "not_found"),
     )
-    async def read(self, request: Caller, turns: Turns, run_id: IdPath) -> RunDetail:
-        run = await turns.read(request.user, object_id(run_id, "run_id"))
-        return RunDetail(
-            run_id=str(run.id),
-            workflow_id=str(run.workflow_id),
-            version=run.version,
-            status=reported_status(run),
-            turn=run.progress.turn,
-            created_at=run.created_at,
-            updated_at=run.progress.updated_at,
-            waiting_for=run.progress.waiting_for,
-            output=run.progress.output,
-            error=run.progress.error,
-            variables=run.progress.variables,
-        )
+    async def read(self, request: Caller, runs: Runs, run_id: IdPath) -> RunDetail:
+        return run_detail(await runs.reader.read(request.user, object_id(run_id, "run_id")))
 
     @get(
         "/events",
@@ -115,10 +182,36 @@ class RunController(Controller):
         responses=error_responses("invalid_id", "validation_error", "unauthorized", "not_found"),
     )
     async def events(
-        self, request: Caller, turns: Turns, run_id: IdPath, turn: TurnQuery = None
+        self, request: Caller, runs: Runs, run_id: IdPath, turn: TurnQuery = None
     ) -> RunEvents:
-        events = await turns.events(request.user, object_id(run_id, "run_id"), turn)
+        events = await runs.reader.events(request.user, object_id(run_id, "run_id"), turn)
         return RunEvents(run_id=run_id.lower(), events=events)
+
+    @get(
+        "/stream",
+        summary="Follow a run's events",
+        description=(
+            "Server-Sent Events: the run's stored events after `Last-Event-ID` (from the start"
+            " without it), then its events live while a turn executes, in this or another"
+            " server process, with `llm_delta` messages for LLM text (`id:`"
+            " `<seq>.<characters>`). It closes once the run waits for input or has ended;"
+            " a comment line every 15 s keeps proxies from closing it. Reconnecting with the"
+            " last `id:` received continues exactly, without a gap or a repeat."
+        ),
+        responses=error_responses("invalid_id", "validation_error", "unauthorized", "not_found"),
+        operation_class=StreamOperation,
+    )
+    async def stream(
+        self,
+        request: Caller,
+        runs: Runs,
+        run_id: IdPath,
+        last_event_id: LastEventIdHeader = "",
+    ) -> ServerSentEvent:
+        run = object_id(run_id, "run_id")
+        position = position_after(last_event_id)
+        await runs.follower.check(request.user, run)
+        return ServerSentEvent(stream_run(runs.follower, request.user, run, position))
 
     @delete(
         "/",
@@ -127,8 +220,8 @@ class RunController(Controller):
         description="The same as a stop command: see `POST /v1/runs/{run_id}/cancel`.",
         responses=_CANCEL_ERRORS,
     )
-    async def delete_run(self, request: Caller, turns: Turns, run_id: IdPath) -> CancelAnswer:
-        return await _cancel(turns, request.user, run_id)
+    async def delete_run(self, request: Caller, runs: Runs, run_id: IdPath) -> CancelAnswer:
+        return await _cancel(runs, request.user, run_id)
 
     @post(
         "/cancel",
@@ -142,12 +235,12 @@ class RunController(Controller):
         ),
         responses=_CANCEL_ERRORS,
     )
-    async def cancel(self, request: Caller, turns: Turns, run_id: IdPath) -> CancelAnswer:
-        return await _cancel(turns, request.user, run_id)
+    async def cancel(self, request: Caller, runs: Runs, run_id: IdPath) -> CancelAnswer:
+        return await _cancel(runs, request.user, run_id)
 
 
-async def _cancel(turns: TurnService, tenant: str, run_id: str) -> CancelAnswer:
-    result = await turns.stop(tenant, None, object_id(run_id, "run_id"))
+async def _cancel(runs: RunServices, tenant: str, run_id: str) -> CancelAnswer:
+    result = await runs.canceller.stop(tenant, None, object_id(run_id, "run_id"))
     previous = result.previous_status
     assert previous is not None  # a stop always says what it stopped
     return CancelAnswer(

@@ -197,6 +197,53 @@ class RunDetail(msgspec.Struct):
     output: Any
     error: str | None
     variables: dict[str, Any]
+    progress: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=100,
+            description="How much of the workflow the run has done: 100 once it has ended;"
+            " before, the share of the workflow's nodes it has executed at least once (each"
+            " node counted once, however often a loop runs it), at most 99.",
+        ),
+    ]
+    current_node: Annotated[
+        str | None, Meta(description="The node executing now, or where the run waits or ended.")
+    ]
+    completed_nodes: Annotated[
+        int, Meta(description="How many distinct nodes the run has executed at least once.")
+    ]
+    total_nodes: Annotated[int, Meta(description="How many nodes the run's workflow version has.")]
+    started_at: Annotated[datetime, Meta(description="When the run's first turn started.")]
+    completed_at: Annotated[
+        datetime | None, Meta(description="When the run ended; null while it can go on.")
+    ]
+    execution_source: Annotated[
+        str,
+        Meta(
+            description="Who started the run: the `X-Execution-Source` header of its first"
+            " turn (`API` when absent; the playground sends `PLAYGROUND`)."
+        ),
+    ]
+    retry_count: Annotated[
+        int,
+        Meta(
+            description="How many times an interrupted turn (its server died) was executed again."
+        ),
+    ]
+
+
+class TurnAccepted(msgspec.Struct):
+    """What ``POST .../execute`` with ``Prefer: respond-async`` answers (``202``)."""
+
+    run_id: Id
+    turn: Annotated[int, Meta(description="The turn now executing in the background.")]
+    status: RunStatus
+    status_url: Annotated[str, Meta(description="`GET` it to poll the run (also `Location`).")]
+    stream_url: Annotated[str, Meta(description="`GET` it to follow the run's events (SSE).")]
+    cancel_url: Annotated[
+        str, Meta(description="`POST` it (or `DELETE` the status URL) to cancel.")
+    ]
 
 
 class RunEvents(msgspec.Struct):

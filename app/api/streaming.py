@@ -1,52 +1,117 @@
-"""Turns as Server-Sent Events: every event as it happens, LLM text as it is written
-(``llm_delta``, sent and never stored), and the turn's full answer last (``turn_result``)."""
+"""Server-Sent Events: a turn as it happens (``POST .../execute`` with ``Accept:
+text/event-stream``), and a run's stream (``GET /v1/runs/{id}/stream``).
+
+Each event is one message (``event:`` its type, ``id:`` its seq); LLM text is sent as
+``llm_delta`` messages ``{"text"}`` whose ``id`` is ``<seq>.<characters>``: the event the
+text follows, and how much of the text has been sent with this message. A client that
+reconnects with that ``Last-Event-ID`` continues exactly where it was, in the middle of
+the text if the call is still generating.
+"""
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 
 import msgspec
+from bson import ObjectId
 from litestar.response import ServerSentEventMessage
 
 from app.api.answers import turn_answer
 from app.api.schemas import ErrorBody
 from app.engine.state import Event, LlmDelta
-from app.errors import TandemError
-from app.services.turns import PreparedTurn, TurnResult, TurnService
+from app.errors import ErrorItem, InvalidParameter, TandemError
+from app.services.following import RunFollower
+from app.services.live import LiveTurn, StreamPosition
+from app.services.run_services import RunServices
+from app.services.turn_model import PreparedTurn, TurnResult
 
 logger = logging.getLogger("tandem")
+_LAST_EVENT_ID = re.compile(r"(\d{1,18})(?:\.(\d{1,18}))?")
 
 
-def stream_turn(turns: TurnService, turn: PreparedTurn) -> AsyncIterator[ServerSentEventMessage]:
-    """Start a claimed turn in the background and return its SSE messages. The turn starts
+def stream_turn(runs: RunServices, turn: PreparedTurn) -> AsyncIterator[ServerSentEventMessage]:
+    """Start a prepared turn in the background and return its SSE messages. The turn starts
     here, not when the stream is first read: a client that goes away at any moment, even
     before the response begins, ends the stream, never the turn, which completes and is
     stored (and releases its claim)."""
-    queue: asyncio.Queue[Event | LlmDelta | None] = asyncio.Queue()
-    task = turns.start(turn, on_event=queue.put_nowait)
-    task.add_done_callback(lambda _: queue.put_nowait(None))
-    return _messages(queue, task)
+    done = turn.done.events if turn.done is not None else None
+    first_seq = done[0].seq if done else turn.run.next_seq
+    task, live = runs.executor.start(turn)
+    return _turn_messages(task, live, StreamPosition(seq=first_seq - 1))
 
 
-async def _messages(
-    queue: "asyncio.Queue[Event | LlmDelta | None]", task: "asyncio.Task[TurnResult]"
+async def _turn_messages(
+    task: "asyncio.Task[TurnResult]", live: LiveTurn | None, position: StreamPosition
 ) -> AsyncIterator[ServerSentEventMessage]:
-    while (item := await queue.get()) is not None:
-        if isinstance(item, LlmDelta):
-            yield ServerSentEventMessage(event="llm_delta", data=_json({"text": item.text}))
-        else:
-            yield ServerSentEventMessage(event=item.type, id=str(item.seq), data=_json(item))
-    yield _last_message(task)
-
-
-def _last_message(task: "asyncio.Task[TurnResult]") -> ServerSentEventMessage:
+    if live is not None:
+        async for item in live.follow(position, keepalive_seconds=15.0):
+            yield keepalive() if item is None else message(item, position)
     try:
-        return ServerSentEventMessage(event="turn_result", data=_json(turn_answer(task.result())))
+        result = await task
     except TandemError as error:  # the turn lost its run to a recovery elsewhere
-        body = ErrorBody(detail=error.detail, code=error.code)
+        yield _error(ErrorBody(detail=error.detail, code=error.code))
+        return
     except Exception:
         logger.exception("a streamed turn failed")
-        body = ErrorBody(detail="The server failed to finish this turn.", code="internal_error")
+        yield _error(
+            ErrorBody(detail="The server failed to finish this turn.", code="internal_error")
+        )
+        return
+    # What the turn stored but had not shown (its last events; a stop's event).
+    for event in result.events:
+        if position.passed(event, 0) is not None:
+            yield message(event, position)
+    yield ServerSentEventMessage(event="turn_result", data=_json(turn_answer(result)))
+
+
+def stream_run(
+    follower: RunFollower, tenant: str, run_id: ObjectId, position: StreamPosition
+) -> AsyncIterator[ServerSentEventMessage]:
+    return _run_messages(follower, tenant, run_id, position)
+
+
+async def _run_messages(
+    follower: RunFollower, tenant: str, run_id: ObjectId, position: StreamPosition
+) -> AsyncIterator[ServerSentEventMessage]:
+    try:
+        async for item in follower.follow(tenant, run_id, position):
+            yield keepalive() if item is None else message(item, position)
+    except TandemError as error:  # the run went away (another tenant cannot get here)
+        yield _error(ErrorBody(detail=error.detail, code=error.code))
+
+
+def position_after(last_event_id: str | None) -> StreamPosition:
+    """Where a stream resumes: after the ``Last-Event-ID`` a client sends back."""
+    if last_event_id is None or not last_event_id.strip():
+        return StreamPosition()
+    match = _LAST_EVENT_ID.fullmatch(last_event_id.strip())
+    if match is None:
+        raise InvalidParameter(
+            "Last-Event-ID must be the id of a message of this stream: a seq, or "
+            "<seq>.<characters> for LLM text.",
+            errors=[ErrorItem(path="headers.Last-Event-ID", message="is not an event id")],
+        )
+    return StreamPosition(seq=int(match.group(1)), text_offset=int(match.group(2) or 0))
+
+
+def message(item: Event | LlmDelta, position: StreamPosition) -> ServerSentEventMessage:
+    """``item`` as an SSE message; ``position`` has already moved past it."""
+    if isinstance(item, LlmDelta):
+        return ServerSentEventMessage(
+            event="llm_delta",
+            id=f"{position.seq}.{position.text_offset}",
+            data=_json({"text": item.text}),
+        )
+    return ServerSentEventMessage(event=item.type, id=str(item.seq), data=_json(item))
+
+
+def keepalive() -> ServerSentEventMessage:
+    """A comment line: proxies see traffic and keep the connection open."""
+    return ServerSentEventMessage(comment="keepalive")
+
+
+def _error(body: ErrorBody) -> ServerSentEventMessage:
     return ServerSentEventMessage(event="error", data=_json(body))
 
 

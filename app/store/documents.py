@@ -1,13 +1,9 @@
-"""The stored documents, as msgspec Structs, and the two functions that convert them.
+"""The stored documents, as msgspec Structs, and the functions that convert them.
 
-``to_document`` and ``from_document`` are the only places where Structs become
-MongoDB documents and back.
-
-Free-form JSON that users supply or workflows compute (variables, history, data,
-outputs, events) is stored as JSON text in ``*_json`` fields: any JSON value
-round-trips unchanged (MongoDB refuses keys that start with ``$`` or hold a
-``.``), and a turn's state is written and read whole, never queried field by
-field. Everything Tandem itself queries is a typed field.
+``to_document`` and ``from_document`` are where Structs become MongoDB documents and
+back. Free-form JSON (variables, outputs, turn data, event data) is stored as plain BSON
+that users can query, with the few things BSON cannot hold escaped (``free_json``):
+Structs carry the values as JSON has them, and only the conversions here escape them.
 """
 
 from datetime import datetime
@@ -17,6 +13,7 @@ import msgspec
 from bson import ObjectId
 
 from app.engine.state import Event, HistoryEntry, RunState, RunStatus, WaitingFor
+from app.store.free_json import escape, unescape
 
 
 class WorkflowDocument(msgspec.Struct, kw_only=True):
@@ -43,91 +40,86 @@ class VersionSummary(msgspec.Struct):
     created_at: datetime
 
 
+class LiveText(msgspec.Struct, kw_only=True):
+    """The text an LLM call has generated so far, for streams in other server processes:
+    it follows the event ``after_seq`` (the call's ``llm_started``)."""
+
+    after_seq: int
+    node_id: str
+    text: str
+
+
 class Claim(msgspec.Struct, kw_only=True):
-    """The lease a turn holds on a run while it executes, with the input it must not lose.
-    The claimed turn is always the run's ``turn`` + 1."""
+    """The lease a turn holds on a run while it executes, the input it must not lose, and
+    how far it has got (written every poll interval while it runs, for status polling and
+    for streams in other processes). The claimed turn is always ``state.turn`` + 1."""
 
     token: str
     message: str | None
-    data_json: str
+    data: Any
+    started_at: datetime
     expires_at: datetime
-    # How many times this turn was taken over after its server died (see TurnService).
+    # How many times this turn was taken over after its server died (see the executor).
     recoveries: int = 0
+    current_node: str | None = None
+    # The nodes the run has executed at least once, this turn's so far included.
+    visited_nodes: list[str] | None = None
+    live_text: LiveText | None = None
 
-    @property
-    def data(self) -> Any:
-        return load_json(self.data_json)
 
-
-class RunProgress(msgspec.Struct, kw_only=True):
-    """What a committed turn changes in a run: its state, counters and the turn's events."""
+class CommittedState(msgspec.Struct, kw_only=True):
+    """What the run's last committed turn left: the state the next turn resumes from."""
 
     status: RunStatus
     turn: int
+    # The highest seq stored for the run (events of a turn in flight may go beyond it).
     seq: int
     current_node: str | None
-    variables_json: str
-    history_json: str
+    variables: dict[str, Any]
+    history: list[HistoryEntry]
     waiting_for: WaitingFor | None
-    output_json: str
+    output: Any
     error: str | None
-    last_events_json: str
     updated_at: datetime
 
     @classmethod
-    def before_first_turn(cls, inputs: dict[str, Any], now: datetime) -> "RunProgress":
+    def before_first_turn(cls, inputs: dict[str, Any], now: datetime) -> "CommittedState":
         """A new run: its variables are the first turn's ``inputs``, nothing has happened."""
         return cls(
             status=RunStatus.NOT_STARTED,
             turn=0,
             seq=0,
             current_node=None,
-            variables_json=dump_json(inputs),
-            history_json="[]",
+            variables=inputs,
+            history=[],
             waiting_for=None,
-            output_json="null",
+            output=None,
             error=None,
-            last_events_json="",
             updated_at=now,
         )
 
     @classmethod
-    def after_turn(
-        cls, state: RunState, *, turn: int, seq: int, events: list[Event], now: datetime
-    ) -> "RunProgress":
-        """What a turn that left the run in ``state`` and emitted ``events`` commits."""
+    def after_turn(cls, state: RunState, *, turn: int, seq: int, now: datetime) -> "CommittedState":
         return cls(
             status=state.status,
             turn=turn,
             seq=seq,
             current_node=state.current_node,
-            variables_json=dump_json(state.variables),
-            history_json=dump_json(state.history),
+            variables=state.variables,
+            history=state.history,
             waiting_for=state.waiting_for,
-            output_json=dump_json(state.output),
+            output=state.output,
             error=state.error,
-            last_events_json=encode_events(events),
             updated_at=now,
         )
 
-    @property
-    def variables(self) -> dict[str, Any]:
-        variables: dict[str, Any] = load_json(self.variables_json)
-        return variables
-
-    @property
-    def output(self) -> Any:
-        return load_json(self.output_json)
-
-    def last_events(self) -> list[Event]:
-        return decode_events(self.last_events_json)
-
     def engine_state(self) -> RunState:
+        """A copy the engine may change: a turn that loses its claim leaves no trace."""
         return RunState(
             status=self.status,
             current_node=self.current_node,
-            variables=self.variables,
-            history=_HISTORY_DECODER.decode(self.history_json),
+            variables=dict(self.variables),
+            history=list(self.history),
             waiting_for=self.waiting_for,
             output=self.output,
             error=self.error,
@@ -135,53 +127,46 @@ class RunProgress(msgspec.Struct, kw_only=True):
 
 
 class RunDocument(msgspec.Struct, kw_only=True):
-    """A run. ``progress`` is what its last committed turn left; ``claim`` marks a turn
-    executing now. ``progress.last_events_json`` holds the events of turn
-    ``progress.turn`` until the next turn copies them into the events collection (one
-    round trip later, never lost)."""
+    """A run. ``state`` is what its last committed turn left; ``claim`` marks a turn
+    executing now; ``log`` holds the run's latest events, those not yet copied into the
+    events collection (see ``RunStore``): a commit writes state and events in one update."""
 
     id: ObjectId = msgspec.field(name="_id")
     tenant: str
     workflow_id: ObjectId
     version: int
     revision: int
-    claim: Claim | None
     created_at: datetime
-    progress: RunProgress
+    execution_source: str
+    total_nodes: int
+    state: CommittedState
+    claim: Claim | None
+    log: list[Event]
+    # The nodes executed at least once over the run (each once: loops do not count twice).
+    visited_nodes: list[str] = msgspec.field(default_factory=list)
+    completed_at: datetime | None = None
     # How many times, over the run's life, an interrupted turn was executed again.
     retry_count: int = 0
 
+    @property
+    def next_seq(self) -> int:
+        """The seq the next stored event takes: one past every event stored so far."""
+        return max(self.state.seq, self.log[-1].seq if self.log else 0) + 1
+
 
 class TurnEventsDocument(msgspec.Struct, kw_only=True):
-    """The events of one turn of one run: one document a turn, so none grows without bound.
-    Its ``_id`` is ``<run_id>:<turn, 8 digits>``: unique by construction, and ordered."""
+    """The events of one turn of one run, once archived: one document a turn, so that none
+    grows without bound and a turn costs one insert. Its ``_id`` is ``<run_id>:<turn, 8
+    digits>``: unique by construction, and ordered."""
 
     id: str = msgspec.field(name="_id")
     tenant: str
     run_id: ObjectId
     turn: int
-    events_json: str
-
-
-_EVENTS_DECODER = msgspec.json.Decoder(list[Event])
-_HISTORY_DECODER = msgspec.json.Decoder(list[HistoryEntry])
-
-
-def dump_json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
-
-
-def load_json(text: str) -> Any:
-    return msgspec.json.decode(text)
-
-
-def encode_events(events: list[Event]) -> str:
-    """Events as the JSON the API answers with."""
-    return dump_json(events)
-
-
-def decode_events(text: str) -> list[Event]:
-    return _EVENTS_DECODER.decode(text) if text else []
+    first_seq: int
+    last_seq: int
+    at: datetime
+    events: list[Event]
 
 
 def turn_events_id(run_id: ObjectId, turn: int) -> str:
@@ -189,8 +174,9 @@ def turn_events_id(run_id: ObjectId, turn: int) -> str:
 
 
 def to_document(value: msgspec.Struct) -> dict[str, Any]:
-    """A Struct as a MongoDB document."""
+    """A Struct as a MongoDB document (free-form values escaped, see ``free_json``)."""
     document: dict[str, Any] = msgspec.to_builtins(value, builtin_types=(ObjectId, datetime))
+    _escape_free(document, value)
     return document
 
 
@@ -198,8 +184,63 @@ StructT = TypeVar("StructT", bound=msgspec.Struct)
 
 
 def from_document(raw: dict[str, Any], kind: type[StructT]) -> StructT:
-    """A MongoDB document as a Struct of type ``kind``."""
+    """A MongoDB document as a Struct of type ``kind`` (free-form values unescaped)."""
+    _unescape_free(raw, kind)
     return msgspec.convert(raw, kind, dec_hook=_decode_object_id)
+
+
+def events_to_documents(events: list[Event]) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = msgspec.to_builtins(events, builtin_types=(datetime,))
+    for document in documents:
+        document["data"] = escape(document["data"])
+    return documents
+
+
+# Where each stored kind keeps free-form values: escaped on the way in, unescaped out.
+def _escape_free(document: dict[str, Any], value: msgspec.Struct) -> None:
+    if isinstance(value, RunDocument):
+        _escape_state(document["state"])
+        _escape_claim(document["claim"])
+        _escape_events(document["log"])
+    elif isinstance(value, CommittedState):
+        _escape_state(document)
+    elif isinstance(value, Claim):
+        _escape_claim(document)
+    elif isinstance(value, TurnEventsDocument):
+        _escape_events(document["events"])
+
+
+def _unescape_free(raw: dict[str, Any], kind: type) -> None:
+    if kind is RunDocument:
+        state = raw.get("state")
+        if state is not None:
+            state["variables"] = unescape(state.get("variables"))
+            state["output"] = unescape(state.get("output"))
+        claim = raw.get("claim")
+        if claim is not None:
+            claim["data"] = unescape(claim.get("data"))
+        for event in raw.get("log") or ():
+            event["data"] = unescape(event.get("data"))
+    elif kind is Claim:
+        raw["data"] = unescape(raw.get("data"))
+    elif kind is TurnEventsDocument:
+        for event in raw.get("events") or ():
+            event["data"] = unescape(event.get("data"))
+
+
+def _escape_state(state: dict[str, Any]) -> None:
+    state["variables"] = escape(state["variables"])
+    state["output"] = escape(state["output"])
+
+
+def _escape_claim(claim: dict[str, Any] | None) -> None:
+    if claim is not None:
+        claim["data"] = escape(claim["data"])
+
+
+def _escape_events(events: list[dict[str, Any]]) -> None:
+    for event in events:
+        event["data"] = escape(event["data"])
 
 
 def _decode_object_id(kind: type, value: Any) -> Any:

@@ -1,34 +1,46 @@
-"""Runs and the events of their turns.
+"""Runs and their event logs.
 
-A turn's writes are guarded so that concurrent requests leave a run
-consistent: ``claim_for_turn`` takes the run with one atomic
-``find_one_and_update``; ``commit_turn`` writes the turn's state and events in
-one update that only matches while the turn still holds its claim.
+A turn's writes are guarded so that concurrent requests leave a run consistent:
+``claim_for_turn`` takes the run with one atomic ``find_one_and_update``; while the
+turn executes, ``record_progress`` appends the events it has emitted so far, and
+``commit_turn`` writes the turn's state and last events in one update; both only match
+while the turn still holds its claim. A stop replaces the run only if nothing changed it
+since it was read (``revision``).
+
+A run's events live in two places, and each event is always in at least one: the run
+document's ``log`` holds the latest ones (written with the state, in the same update),
+and ``run_events`` holds every archived turn as one document. A turn is archived after
+its commit, off the turn's critical path; a later commit trims the archived turns from
+the log (``TurnExecutor``). Readers read the run document first and the archive second,
+so that an event archived in between is found in the archive.
 """
 
 import contextlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.engine.state import WAITING_STATUSES, Event
 from app.store.database import Database
 from app.store.documents import (
     Claim,
+    CommittedState,
+    LiveText,
     RunDocument,
-    RunProgress,
     TurnEventsDocument,
-    decode_events,
+    events_to_documents,
     from_document,
     to_document,
     turn_events_id,
 )
 
 _WAITING = sorted(WAITING_STATUSES)  # the statuses a run takes a turn in
-_TURNS_PER_QUERY = 10_000
+_TURNS_PER_QUERY = 1_000  # archived turns read in one query (well under 16 MB)
+_DUPLICATE_KEY = 11000
 
 
 class RunStore:
@@ -40,6 +52,10 @@ class RunStore:
         await self._runs.create_index(
             [("tenant", ASCENDING), ("workflow_id", ASCENDING), ("_id", DESCENDING)]
         )
+        # The sweep looks for expired leases; runs without a claim are not in this index.
+        await self._runs.create_index([("claim.expires_at", ASCENDING)], sparse=True)
+        # What users query a run's archived events by.
+        await self._events.create_index([("run_id", ASCENDING), ("turn", ASCENDING)])
 
     async def insert(self, run: RunDocument) -> None:
         await self._runs.insert_one(to_document(run))
@@ -58,7 +74,7 @@ class RunStore:
                 "_id": run_id,
                 "tenant": tenant,
                 "workflow_id": workflow_id,
-                "progress.status": {"$in": _WAITING},
+                "state.status": {"$in": _WAITING},
                 "claim": None,
             },
             {"$set": {"claim": to_document(claim)}, "$inc": {"revision": 1}},
@@ -70,7 +86,8 @@ class RunStore:
         self, tenant: str, run_id: ObjectId, now: datetime, token: str, expires_at: datetime
     ) -> RunDocument | None:
         """Take the claim of a turn whose lease has expired (its server died), keeping its
-        turn number and input so that the turn can run again; the run as it is now."""
+        input and the events it had stored, so that the turn can run again; the run as it
+        is now, or None if the lease has not expired (or someone else took it first)."""
         raw = await self._runs.find_one_and_update(
             {"_id": run_id, "tenant": tenant, "claim.expires_at": {"$lte": now}},
             {
@@ -81,72 +98,121 @@ class RunStore:
         )
         return from_document(raw, RunDocument) if raw else None
 
-    async def commit_turn(
-        self, run_id: ObjectId, token: str, progress: RunProgress, next_claim: Claim | None = None
+    async def expired_claims(self, now: datetime, limit: int) -> list[tuple[str, ObjectId]]:
+        """(tenant, run id) of runs whose turn's lease has expired: their server died."""
+        cursor = self._runs.find({"claim.expires_at": {"$lte": now}}, {"tenant": 1}).limit(limit)
+        return [(raw["tenant"], raw["_id"]) for raw in await cursor.to_list(None)]
+
+    async def record_progress(
+        self,
+        run_id: ObjectId,
+        token: str,
+        *,
+        events: list[Event],
+        current_node: str | None,
+        visited_nodes: list[str],
+        live_text: LiveText | None,
+        expires_at: datetime,
     ) -> bool:
-        """Write a turn's outcome if the turn still holds its claim; False if it lost it."""
+        """Store how far a turn in flight has got (the events it emitted since the last
+        call, its node, its LLM text so far) and renew its lease, if it still holds its
+        claim; False if it lost it (a stop, or a recovery past its lease)."""
+        update: dict[str, Any] = {
+            "$set": {
+                "claim.current_node": current_node,
+                "claim.visited_nodes": visited_nodes,
+                "claim.live_text": to_document(live_text) if live_text is not None else None,
+                "claim.expires_at": expires_at,
+            },
+            "$inc": {"revision": 1},
+        }
+        if events:
+            update["$push"] = {"log": {"$each": events_to_documents(events)}}
+        result = await self._runs.update_one({"_id": run_id, "claim.token": token}, update)
+        return result.matched_count == 1
+
+    async def commit_turn(
+        self,
+        run_id: ObjectId,
+        token: str,
+        *,
+        state: CommittedState,
+        log: list[Event],
+        visited_nodes: list[str],
+        completed_at: datetime | None,
+    ) -> bool:
+        """Write a turn's outcome and release its claim if the turn still holds it; False
+        if it lost it. ``log`` is the run's whole log after the turn."""
         result = await self._runs.update_one(
             {"_id": run_id, "claim.token": token},
             {
-                "$set": {"progress": to_document(progress), "claim": _claim_document(next_claim)},
+                "$set": {
+                    "state": to_document(state),
+                    "claim": None,
+                    "log": events_to_documents(log),
+                    "visited_nodes": visited_nodes,
+                    "completed_at": completed_at,
+                },
                 "$inc": {"revision": 1},
             },
         )
         return result.matched_count == 1
 
-    async def current_claim(self, run_id: ObjectId) -> Claim | None:
-        """The claim a run holds now (a turn watching for a stop reads only that)."""
-        raw = await self._runs.find_one({"_id": run_id}, {"claim": 1})
-        if raw is None or raw.get("claim") is None:
-            return None
-        return from_document(raw["claim"], Claim)
-
-    async def renew_claim(self, run_id: ObjectId, token: str, expires_at: datetime) -> bool:
-        """Extend a turn's lease while it still holds the claim."""
-        result = await self._runs.update_one(
-            {"_id": run_id, "claim.token": token}, {"$set": {"claim.expires_at": expires_at}}
-        )
-        return result.matched_count == 1
-
-    async def replace_progress(self, run: RunDocument, progress: RunProgress) -> bool:
-        """Write ``progress`` over ``run`` if nothing changed it since it was read, releasing
-        any claim (a stop does this). False if the run changed in between."""
+    async def replace_state(
+        self, run: RunDocument, state: CommittedState, log: list[Event], completed_at: datetime
+    ) -> bool:
+        """Write ``state`` and ``log`` over ``run`` if nothing changed it since it was read,
+        releasing any claim (a stop does this). False if the run changed in between."""
         result = await self._runs.update_one(
             {"_id": run.id, "revision": run.revision},
-            {"$set": {"progress": to_document(progress), "claim": None}, "$inc": {"revision": 1}},
+            {
+                "$set": {
+                    "state": to_document(state),
+                    "claim": None,
+                    "log": events_to_documents(log),
+                    "completed_at": completed_at,
+                },
+                "$inc": {"revision": 1},
+            },
         )
         return result.matched_count == 1
 
-    async def archive_events(self, run: RunDocument) -> None:
-        """Copy the events of the run's last committed turn into the events collection.
-        Idempotent: the turn's document is written once, whoever gets there first."""
-        if not run.progress.last_events_json:
-            return
-        document = TurnEventsDocument(
-            id=turn_events_id(run.id, run.progress.turn),
-            tenant=run.tenant,
-            run_id=run.id,
-            turn=run.progress.turn,
-            events_json=run.progress.last_events_json,
-        )
-        with contextlib.suppress(DuplicateKeyError):
-            await self._events.insert_one(to_document(document))
+    async def archive(self, run: RunDocument, turns: Iterable[int]) -> None:
+        """Copy the given turns of ``run.log`` into the events collection, one document a
+        turn. Idempotent: a turn's document is written once, whoever gets there first."""
+        documents = []
+        for turn in turns:
+            events = [event for event in run.log if event.turn == turn]
+            if events:
+                document = TurnEventsDocument(
+                    id=turn_events_id(run.id, turn),
+                    tenant=run.tenant,
+                    run_id=run.id,
+                    turn=turn,
+                    first_seq=events[0].seq,
+                    last_seq=events[-1].seq,
+                    at=events[0].at,
+                    events=events,
+                )
+                documents.append(to_document(document))
+        if len(documents) == 1:
+            with contextlib.suppress(DuplicateKeyError):
+                await self._events.insert_one(documents[0])
+        elif documents:
+            try:
+                await self._events.insert_many(documents, ordered=False)
+            except BulkWriteError as error:
+                if any(e.get("code") != _DUPLICATE_KEY for e in error.details["writeErrors"]):
+                    raise
 
-    async def archived_events(self, run: RunDocument, turn: int | None) -> list[Event]:
-        """The archived events of a run (every turn, or one), in order."""
+    async def archived_turns(self, run: RunDocument, turns: list[int]) -> list[TurnEventsDocument]:
+        """The archived documents of some of a run's turns, in turn order."""
         # Every id is named, so that reading one run costs the same however many others are
         # stored: MongoDB looks each up in the _id index, the embedded store in its dict.
-        turns = [turn] if turn is not None else range(1, run.progress.turn + 1)
-        events: list[Event] = []
-        for first in range(0, len(turns), _TURNS_PER_QUERY):  # a query stays well under 16 MB
-            ids = [
-                turn_events_id(run.id, number) for number in turns[first : first + _TURNS_PER_QUERY]
-            ]
+        found: list[TurnEventsDocument] = []
+        for first in range(0, len(turns), _TURNS_PER_QUERY):
+            ids = [turn_events_id(run.id, turn) for turn in turns[first : first + _TURNS_PER_QUERY]]
             cursor = self._events.find({"_id": {"$in": ids}, "tenant": run.tenant})
             for raw in await cursor.sort("_id", ASCENDING).to_list(None):
-                events += decode_events(from_document(raw, TurnEventsDocument).events_json)
-        return events
-
-
-def _claim_document(claim: Claim | None) -> dict[str, Any] | None:
-    return to_document(claim) if claim is not None else None
+                found.append(from_document(raw, TurnEventsDocument))
+        return found

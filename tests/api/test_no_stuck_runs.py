@@ -133,7 +133,7 @@ async def test_a_streaming_client_that_leaves_at_once_does_not_block_the_run(
         run_id = (await turn(client, workflow_id))["run_id"]  # type: ignore[arg-type]
         body = json.dumps({"run_id": run_id, "run_input": {"message": "Ann"}}).encode()
         await asgi_request_then_leave(app, f"/v1/workflows/{workflow_id}/execute", body)
-        await app.state.turns.drain()
+        await app.state.runs.executor.drain()
         answer = await turn(client, workflow_id, run_id, "4")  # type: ignore[arg-type]
         assert answer["turn"] == 3 and answer["status"] == "paused"
         events = await stored_events(client, run_id)

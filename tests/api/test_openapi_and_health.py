@@ -81,7 +81,7 @@ async def test_ids_and_bounds_are_documented_in_every_slot(spec: Spec) -> None:
         for parameter in operation.get("parameters", [])
     }
     ids = {key: schema for key, schema in parameters.items() if key[2].endswith("_id")}
-    assert len(ids) == 8
+    assert len(ids) == 9
     assert all(schema["pattern"] == ID_PATTERN_IN for schema in ids.values())
     assert parameters["GET", "/v1/workflows", "cursor"]["pattern"] == ID_PATTERN_IN
     limit = parameters["GET", "/v1/workflows", "limit"]

@@ -67,6 +67,14 @@ async def test_read_a_run(client: Client, booking_id: str) -> None:
         "output",
         "error",
         "variables",
+        "progress",
+        "current_node",
+        "completed_nodes",
+        "total_nodes",
+        "started_at",
+        "completed_at",
+        "execution_source",
+        "retry_count",
     }
     assert run["variables"] == {"customer": "ACME", "name": "Ann"}
     assert run["status"] == "waiting_for_user_input" and run["turn"] == 2

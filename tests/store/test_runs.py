@@ -12,14 +12,17 @@ from app.engine.state import Event, RunStatus
 from app.store.database import Database
 from app.store.documents import (
     Claim,
+    CommittedState,
+    LiveText,
     RunDocument,
-    RunProgress,
-    dump_json,
-    encode_events,
     turn_events_id,
 )
 from app.store.store import Store
 from tests.support import FakeClock
+
+# Keys MongoDB refuses or cannot query, an integer wider than BSON's, and the escape
+# character itself: all must come back as they went in.
+ODD_VALUE = {"$odd.key": {"a.b": 1, "": [2**70, {"%int": "x"}], "%25": "\x00", "n\x00ul": -(2**63)}}
 
 
 @pytest.fixture
@@ -29,28 +32,34 @@ async def store(database_per_backend: Database) -> Store:
     return store
 
 
+def event(seq: int, turn: int, clock: FakeClock, data: dict[str, Any] | None = None) -> Event:
+    return Event(seq=seq, turn=turn, type="message", node_id="n", at=clock(), data=data or {})
+
+
 def waiting_run(clock: FakeClock) -> RunDocument:
     now = clock()
-    first = Event(seq=1, turn=1, type="run_started", node_id=None, at=now, data={"$k.x": 1})
+    first = event(1, 1, clock, {"text": ODD_VALUE})
     return RunDocument(
         id=ObjectId(),
         tenant="acme",
         workflow_id=ObjectId(),
         version=0,
         revision=0,
-        claim=None,
         created_at=now,
-        progress=RunProgress(
+        execution_source="API",
+        total_nodes=3,
+        claim=None,
+        log=[first],
+        state=CommittedState(
             status=RunStatus.WAITING_FOR_USER_INPUT,
             turn=1,
             seq=1,
             current_node="ask",
-            variables_json=dump_json({"$odd.key": {"a.b": 1}}),
-            history_json="[]",
+            variables={"customer": "ACME", **ODD_VALUE},
+            history=[],
             waiting_for=None,
-            output_json="null",
+            output=ODD_VALUE,
             error=None,
-            last_events_json=encode_events([first]),
             updated_at=now,
         ),
     )
@@ -60,42 +69,54 @@ def claim(clock: FakeClock, token: str = "t1") -> Claim:
     return Claim(
         token=token,
         message="hi",
-        data_json=dump_json({"$k": 1}),
+        data={"$k": 1},
+        started_at=clock(),
         expires_at=clock() + timedelta(seconds=30),
     )
 
 
-def progress(run: RunDocument, clock: FakeClock) -> RunProgress:
-    event = Event(
-        seq=run.progress.seq + 1,
-        turn=run.progress.turn + 1,
-        type="run_cancelled",
-        node_id=None,
-        at=clock(),
-        data={},
-    )
-    return RunProgress(
-        status=RunStatus.CANCELLED,
-        turn=run.progress.turn + 1,
-        seq=run.progress.seq + 1,
-        current_node=None,
-        variables_json=run.progress.variables_json,
-        history_json="[]",
-        waiting_for=None,
-        output_json="null",
-        error=None,
-        last_events_json=encode_events([event]),
-        updated_at=clock(),
+def next_state(run: RunDocument, clock: FakeClock) -> CommittedState:
+    return msgspec.structs.replace(
+        run.state, status=RunStatus.COMPLETED, turn=run.state.turn + 1, seq=run.next_seq
     )
 
 
-async def test_documents_round_trip_with_odd_keys(store: Store) -> None:
-    clock = FakeClock()
-    run = waiting_run(clock)
+async def commit(store: Store, run: RunDocument, token: str, clock: FakeClock) -> bool:
+    state = next_state(run, clock)
+    return await store.runs.commit_turn(
+        run.id,
+        token,
+        state=state,
+        log=[*run.log, event(state.seq, state.turn, clock)],
+        visited_nodes=["ask"],
+        completed_at=clock(),
+    )
+
+
+async def test_a_run_round_trips_any_json_value(store: Store) -> None:
+    run = waiting_run(FakeClock())
     await store.runs.insert(run)
     stored = await store.runs.find("acme", run.id)
     assert stored == run
-    assert stored is not None and stored.progress.variables == {"$odd.key": {"a.b": 1}}
+    assert stored is not None and stored.state.variables["$odd.key"]["a.b"] == 1
+
+
+async def test_variables_and_events_are_plain_queryable_fields(
+    store: Store, database_per_backend: Database
+) -> None:
+    """What a user's own query (Compass, the shell) finds: runs by a variable's value, and
+    archived events by type."""
+    run = waiting_run(FakeClock())
+    await store.runs.insert(run)
+    await store.runs.archive(run, [1])
+    runs = database_per_backend["runs"]
+    found = await runs.find({"state.variables.customer": "ACME"}, {"_id": 1}).to_list(None)
+    assert [raw["_id"] for raw in found] == [run.id]
+    escaped = await runs.find_one({"_id": run.id})
+    assert escaped is not None and "%24odd%2Ekey" in escaped["state"]["variables"]
+    events = database_per_backend["run_events"]
+    turns = await events.find({"run_id": run.id, "events.type": "message"}).to_list(None)
+    assert [t["turn"] for t in turns] == [1]
 
 
 async def test_runs_of_another_tenant_are_invisible(store: Store) -> None:
@@ -125,14 +146,35 @@ async def test_only_the_claim_holder_commits(store: Store) -> None:
     run = waiting_run(clock)
     await store.runs.insert(run)
     await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
-    assert not await store.runs.commit_turn(run.id, "someone-else", progress(run, clock))
-    assert await store.runs.commit_turn(run.id, "t1", progress(run, clock))
+    assert not await commit(store, run, "someone-else", clock)
+    assert await commit(store, run, "t1", clock)
     stored = await store.runs.find("acme", run.id)
-    assert (
-        stored is not None
-        and stored.claim is None
-        and stored.progress.status == RunStatus.CANCELLED
-    )
+    assert stored is not None and stored.claim is None
+    assert stored.state.status == RunStatus.COMPLETED and [e.seq for e in stored.log] == [1, 2]
+
+
+async def test_progress_is_recorded_only_while_the_claim_is_held(store: Store) -> None:
+    clock = FakeClock()
+    run = waiting_run(clock)
+    await store.runs.insert(run)
+    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
+    later = clock() + timedelta(seconds=90)
+    text = LiveText(after_seq=2, node_id="n", text="Hel")
+    progress = {
+        "events": [event(2, 2, clock, ODD_VALUE)],
+        "current_node": "n",
+        "visited_nodes": ["ask", "n"],
+        "live_text": text,
+        "expires_at": later,
+    }
+    assert await store.runs.record_progress(run.id, "t1", **progress)  # type: ignore[arg-type]
+    assert not await store.runs.record_progress(run.id, "t2", **progress)  # type: ignore[arg-type]
+    stored = await store.runs.find("acme", run.id)
+    assert stored is not None and stored.claim is not None
+    assert (stored.claim.expires_at, stored.claim.live_text) == (later, text)
+    assert stored.claim.current_node == "n" and stored.claim.visited_nodes == ["ask", "n"]
+    assert [e.data for e in stored.log] == [{"text": ODD_VALUE}, ODD_VALUE]
+    assert stored.next_seq == 3
 
 
 async def test_an_expired_claim_can_be_taken_over_keeping_its_input(store: Store) -> None:
@@ -142,52 +184,44 @@ async def test_an_expired_claim_can_be_taken_over_keeping_its_input(store: Store
     await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
     later = clock() + timedelta(seconds=60)
     assert await store.runs.take_over_interrupted("acme", run.id, clock(), "t2", later) is None
+    assert await store.runs.expired_claims(clock(), 10) == []
     clock.advance(31)
+    assert await store.runs.expired_claims(clock(), 10) == [("acme", run.id)]
     taken = await store.runs.take_over_interrupted("acme", run.id, clock(), "t2", later)
-    assert taken is not None and taken.claim is not None
+    assert taken is not None and taken.claim is not None and taken.retry_count == 1
     assert (taken.claim.token, taken.claim.message, taken.claim.data) == ("t2", "hi", {"$k": 1})
-    assert not await store.runs.commit_turn(run.id, "t1", progress(run, clock))
+    assert not await commit(store, run, "t1", clock)
 
 
-async def test_events_are_archived_once_per_turn(store: Store) -> None:
-    run = waiting_run(FakeClock())
-    await store.runs.insert(run)
-    await store.runs.archive_events(run)
-    await store.runs.archive_events(run)  # a repeat (a retry, a recovery) is harmless
-    assert await store.runs.archived_events(run, None) == run.progress.last_events()
-    assert await store.runs.archived_events(run, 2) == []
+async def test_turns_are_archived_once(store: Store) -> None:
+    clock = FakeClock()
+    run = waiting_run(clock)
+    run = msgspec.structs.replace(run, log=[*run.log, event(2, 2, clock), event(3, 2, clock)])
+    await store.runs.archive(run, [1])
+    await store.runs.archive(run, [1, 2])  # a repeat (a retry, a recovery) is harmless
+    found = await store.runs.archived_turns(run, [1, 2, 3])
+    assert [(d.turn, d.first_seq, d.last_seq) for d in found] == [(1, 1, 1), (2, 2, 3)]
+    assert [e for d in found for e in d.events] == run.log
 
 
-async def test_replace_progress_refuses_a_run_that_changed(store: Store) -> None:
+async def test_replace_state_refuses_a_run_that_changed(store: Store) -> None:
     clock = FakeClock()
     run = waiting_run(clock)
     await store.runs.insert(run)
     await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock))
-    assert not await store.runs.replace_progress(run, progress(run, clock))
+    assert not await store.runs.replace_state(run, next_state(run, clock), run.log, clock())
+    current = await store.runs.find("acme", run.id)
+    assert current is not None
+    assert await store.runs.replace_state(current, next_state(run, clock), run.log, clock())
 
 
-async def test_a_long_turn_renews_its_lease_only_while_it_holds_the_claim(store: Store) -> None:
-    clock = FakeClock()
-    run = waiting_run(clock)
-    await store.runs.insert(run)
-    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
-    later = clock() + timedelta(seconds=90)
-    assert await store.runs.renew_claim(run.id, "t1", later)
-    current = await store.runs.current_claim(run.id)
-    assert current is not None and current.token == "t1" and current.expires_at == later
-    assert not await store.runs.renew_claim(run.id, "t2", later)
-    await store.runs.commit_turn(run.id, "t1", progress(run, clock))
-    assert await store.runs.current_claim(run.id) is None
-    assert not await store.runs.renew_claim(run.id, "t1", later)
-
-
-async def examined_while_reading(store: Store, run: RunDocument) -> int:
-    """How many stored documents reading ``run``'s events looks at: mongomock's own
+async def examined_while_reading(store: Store, run: RunDocument, turns: list[int]) -> int:
+    """How many stored documents reading ``run``'s archived turns looks at: mongomock's own
     matching, counted (the wire double's mongomock runs in this process too); on a real
     MongoDB, the query plan's ``totalDocsExamined``."""
     if os.environ.get("MONGODB_URI"):
-        events = store.runs._events  # the plan of the very query archived_events sends
-        ids = [turn_events_id(run.id, turn) for turn in range(1, run.progress.turn + 1)]
+        events = store.runs._events  # the plan of the very query archived_turns sends
+        ids = [turn_events_id(run.id, turn) for turn in turns]
         plan = await events.find({"_id": {"$in": ids}, "tenant": run.tenant}).explain()
         return int(plan["executionStats"]["totalDocsExamined"])
     examined = 0
@@ -202,7 +236,7 @@ async def examined_while_reading(store: Store, run: RunDocument) -> int:
         mock.patch("mongomock.collection.filter_applies", counting),
         mock.patch("mongomock.filtering.filter_applies", counting),
     ):
-        await store.runs.archived_events(run, None)
+        await store.runs.archived_turns(run, turns)
     return examined
 
 
@@ -211,18 +245,15 @@ async def test_reading_a_runs_events_does_not_depend_on_other_runs(
 ) -> None:
     async def run_with_three_turns() -> RunDocument:
         run = waiting_run(clock)
-        for turn in (1, 2, 3):
-            await store.runs.archive_events(
-                msgspec.structs.replace(
-                    run, progress=msgspec.structs.replace(run.progress, turn=turn)
-                )
-            )
-        return msgspec.structs.replace(run, progress=msgspec.structs.replace(run.progress, turn=3))
+        run = msgspec.structs.replace(run, log=[event(seq, seq, clock) for seq in (1, 2, 3)])
+        await store.runs.archive(run, [1, 2, 3])
+        return run
 
     mine = await run_with_three_turns()
-    alone = await examined_while_reading(store, mine)
+    alone = await examined_while_reading(store, mine, [1, 2, 3])
     for _ in range(300):
         await run_with_three_turns()
-    crowded = await examined_while_reading(store, mine)
+    crowded = await examined_while_reading(store, mine, [1, 2, 3])
     assert alone == crowded == 3
-    assert [e.turn for e in await store.runs.archived_events(mine, None)] == [1, 1, 1]
+    found = await store.runs.archived_turns(mine, [1, 2, 3])
+    assert [e.turn for d in found for e in d.events] == [1, 2, 3]

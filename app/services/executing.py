@@ -1,0 +1,489 @@
+"""Executing a turn: claim the run, run the engine, record its progress, commit.
+
+A turn is prepared first (everything that can refuse it: 400, 404, 409) and then
+completed, in the request (a blocking turn) or in the background (a streamed or an
+asynchronous one), so that refusals answer as plain JSON before any stream or ``202``.
+
+While the engine runs, the turn's progress is recorded in the run document every poll
+interval, after the first one only (so a quick turn costs no extra call): the events it
+has emitted, the node it is at, its LLM text so far; each record also renews the lease,
+and tells the turn whether it still holds its claim: a stop, from this process or
+another, takes the claim away and the turn's engine is cancelled (an LLM call in flight
+is abandoned). A turn watched by a stream here also records its progress as soon as an
+LLM call starts, so that the text can be shown at once (see ``live``).
+
+Round trips per turn, whatever the number of nodes executed (plus one read of the
+version when its compiled form is not cached yet):
+- first turn: read the workflow, insert the run (claimed), commit;
+- later turn: claim, commit; archiving its events follows, off the critical path;
+- a turn longer than the poll interval: one progress record per interval, and one per
+  LLM call when a stream here watches it.
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+import msgspec
+from bson import ObjectId
+
+from app.clock import Clock
+from app.engine.compiler import CompiledWorkflow
+from app.engine.llm import LlmClient
+from app.engine.runner import TurnOptions, run_turn
+from app.engine.state import TERMINAL_STATUSES, Event, LlmDelta, RunStatus, TurnInput
+from app.errors import (
+    BadRequest,
+    DefinitionRejected,
+    ErrorItem,
+    MessageTooLarge,
+    NotFound,
+    RunTerminal,
+    TurnInProgress,
+)
+from app.services.archiving import EventArchiver
+from app.services.cancelling import RunCanceller
+from app.services.live import LiveRuns, LiveTurn
+from app.services.turn_model import (
+    PreparedTurn,
+    TurnRequest,
+    TurnResult,
+    TurnSettings,
+    after_single_event_turn,
+    events_of_turn,
+    single_event_turn,
+)
+from app.services.workflows import WorkflowService
+from app.store.documents import Claim, CommittedState, LiveText, RunDocument
+from app.store.runs import RunStore
+
+CLAIM_ATTEMPTS = 3
+# A turn with more events than this has taken milliseconds to encode: it gives the event
+# loop away before storing them (the commit and the answer take as long again).
+LONG_TURN_EVENTS = 1_000
+logger = logging.getLogger("tandem")
+
+
+class TurnExecutor:
+    def __init__(
+        self,
+        runs: RunStore,
+        workflows: WorkflowService,
+        live: LiveRuns,
+        archiver: EventArchiver,
+        canceller: RunCanceller,
+        clock: Clock,
+        settings: TurnSettings,
+        llm: LlmClient | None = None,
+    ) -> None:
+        self._runs = runs
+        self._workflows = workflows
+        self._live = live
+        self._archiver = archiver
+        self._canceller = canceller
+        self._clock = clock
+        self._settings = settings
+        self._llm = llm
+        # Turns completing in the background (streamed and asynchronous ones).
+        self._background: set[asyncio.Task[TurnResult]] = set()
+
+    async def prepare(
+        self, tenant: str, workflow_id: ObjectId, request: TurnRequest
+    ) -> PreparedTurn:
+        """Everything that can refuse a turn, and its claim; a stop is carried out here."""
+        if request.stop:
+            if request.run_id is None:
+                raise BadRequest("A stop needs the run_id of the run to stop.")
+            result = await self._canceller.stop(tenant, workflow_id, request.run_id)
+            return PreparedTurn(run=result.run, done=result)
+        message = request.message
+        if message is not None and len(message.encode()) > self._settings.max_message_bytes:
+            raise MessageTooLarge(
+                f"The message is larger than {self._settings.max_message_bytes} bytes.",
+                errors=[ErrorItem(path="run_input.message", message="is too large")],
+            )
+        turn_input = TurnInput(message=message, data=request.data)
+        if request.run_id is None:
+            return await self._first_turn(tenant, workflow_id, request, turn_input)
+        return await self._next_turn(tenant, workflow_id, request.run_id, turn_input)
+
+    async def complete(self, turn: PreparedTurn) -> TurnResult:
+        """Run a prepared turn to its end and commit it."""
+        if turn.done is not None:
+            return turn.done
+        assert turn.compiled is not None and turn.claim is not None
+        return await self._run_claimed(turn.run, turn.compiled, turn.claim)
+
+    def start(self, turn: PreparedTurn) -> "tuple[asyncio.Task[TurnResult], LiveTurn | None]":
+        """Complete a turn in the background: it finishes and is stored even if nobody
+        waits for it any more (a streaming client that disconnects, an asynchronous
+        turn). Its live feed is open before this returns, so no subscriber misses a thing."""
+        live = self._live.open(turn.run.id) if turn.done is None else None
+        task = asyncio.create_task(self._complete_live(turn, live))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task, live
+
+    async def drain(self) -> None:
+        """Wait for the turns completing in the background (at shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background))
+        await self._archiver.drain()
+
+    async def recover(self, tenant: str, run_id: ObjectId) -> None:
+        """Execute again, with the same input, a turn whose server died before committing
+        (its lease has expired); nothing if someone else already did."""
+        now = self._clock()
+        token = secrets.token_hex(16)
+        run = await self._runs.take_over_interrupted(
+            tenant, run_id, now, token, now + self._settings.lease
+        )
+        if run is None or run.claim is None:
+            return  # someone else recovered it first
+        recoveries = run.claim.recoveries
+        turn = run.state.turn + 1
+        if recoveries > self._settings.max_turn_recoveries:
+            logger.error(
+                "run %s: turn %d interrupted %d times; failing the run", run_id, turn, recoveries
+            )
+            await self._fail_claimed(
+                run,
+                run.claim,
+                f"Turn {turn} was interrupted {recoveries} times before it could finish (its "
+                "server stopped each time); the run was stopped so that the turn is not "
+                "tried again forever.",
+            )
+            return
+        logger.warning("run %s: executing turn %d again after its server stopped", run_id, turn)
+        compiled = await self._compiled_or_failed(run, run.claim)
+        if not isinstance(compiled, TurnResult):
+            await self._complete_live(
+                PreparedTurn(run, compiled, run.claim), self._live.open(run_id)
+            )
+
+    async def _complete_live(self, turn: PreparedTurn, live: LiveTurn | None) -> TurnResult:
+        try:
+            if turn.done is not None:
+                return turn.done
+            assert turn.compiled is not None and turn.claim is not None
+            return await self._run_claimed(turn.run, turn.compiled, turn.claim, live)
+        finally:
+            if live is not None:
+                self._live.close(turn.run.id, live)
+
+    async def _first_turn(
+        self, tenant: str, workflow_id: ObjectId, request: TurnRequest, turn_input: TurnInput
+    ) -> PreparedTurn:
+        workflow = await self._workflows.get(tenant, workflow_id)
+        pinned = workflow.latest_version if request.version is None else request.version
+        compiled = await self._workflows.compiled(tenant, workflow_id, pinned)
+        now = self._clock()
+        claim = self._new_claim(turn_input)
+        run = RunDocument(
+            id=ObjectId(),
+            tenant=tenant,
+            workflow_id=workflow_id,
+            version=pinned,
+            revision=0,
+            created_at=now,
+            execution_source=request.source,
+            total_nodes=len(compiled.nodes),
+            state=CommittedState.before_first_turn(request.inputs, now),
+            claim=claim,
+            log=[],
+        )
+        # Inserted before it runs, so that a stop can reach it and a crash cannot lose it.
+        await self._runs.insert(run)
+        return PreparedTurn(run=run, compiled=compiled, claim=claim)
+
+    async def _next_turn(
+        self, tenant: str, workflow_id: ObjectId, run_id: ObjectId, turn_input: TurnInput
+    ) -> PreparedTurn:
+        for _ in range(CLAIM_ATTEMPTS):
+            claim = self._new_claim(turn_input)
+            run = await self._runs.claim_for_turn(tenant, run_id, workflow_id, claim)
+            if run is not None:
+                break
+            await self._explain_refused_claim(tenant, workflow_id, run_id)
+        else:
+            raise TurnInProgress(f"Run {run_id} is executing another turn.")
+        compiled = await self._compiled_or_failed(run, claim)
+        if isinstance(compiled, TurnResult):
+            return PreparedTurn(run=compiled.run, done=compiled)
+        return PreparedTurn(run=run, compiled=compiled, claim=claim)
+
+    async def _explain_refused_claim(
+        self, tenant: str, workflow_id: ObjectId, run_id: ObjectId
+    ) -> None:
+        """Raise the reason a claim was refused; return (to try again) once an interrupted
+        turn has been recovered or the run has just become free."""
+        run = await self._runs.find(tenant, run_id)
+        if run is None or run.workflow_id != workflow_id:
+            raise NotFound(f"No run {run_id} of this workflow.")
+        if run.state.status in TERMINAL_STATUSES:
+            raise RunTerminal(f"Run {run_id} is {run.state.status}: it takes no more turns.")
+        if run.claim is None:
+            return
+        if run.claim.expires_at > self._clock():
+            raise TurnInProgress(f"Run {run_id} is executing another turn.")
+        await self.recover(tenant, run_id)
+
+    async def _compiled_or_failed(
+        self, run: RunDocument, claim: Claim
+    ) -> CompiledWorkflow | TurnResult:
+        """The run's version, compiled; or, if it no longer compiles (published under other
+        rules or limits), the run ended ``failed`` with the reason and released."""
+        try:
+            return await self._workflows.compiled(run.tenant, run.workflow_id, run.version)
+        except DefinitionRejected as error:
+            return await self._fail_claimed(run, claim, error.detail)
+
+    async def _run_claimed(
+        self,
+        run: RunDocument,
+        compiled: CompiledWorkflow,
+        claim: Claim,
+        live: LiveTurn | None = None,
+    ) -> TurnResult:
+        turn = run.state.turn + 1
+        recorder = _TurnRecorder(run, live)
+        options = TurnOptions(
+            turn=turn,
+            first_seq=run.next_seq,
+            workflow_id=str(run.workflow_id),
+            version=run.version,
+            clock=self._clock,
+            history_limit=self._settings.history_limit,
+            evaluation_limits=self._settings.evaluation_limits,
+            llm=self._llm,
+            on_event=recorder.record,
+        )
+        turn_input = TurnInput(message=claim.message, data=claim.data)
+        engine = asyncio.ensure_future(
+            run_turn(compiled, run.state.engine_state(), turn_input, options)
+        )
+        if live is not None:
+            live.engine = engine
+        try:
+            await self._wait_recording(run.id, claim.token, engine, recorder)
+        finally:
+            if not engine.done():  # our own caller was cancelled: stop the engine too
+                engine.cancel()
+        if engine.cancelled():  # a stop took the claim: nothing more of this turn is stored
+            return await self._answer_after_lost_claim(run, turn)
+        try:
+            outcome = engine.result()
+            now = self._clock()
+            state = CommittedState.after_turn(
+                outcome.state, turn=turn, seq=outcome.events[-1].seq, now=now
+            )
+            archived = self._archiver.archived_through(run.id)
+            log = [event for event in run.log if event.turn > archived] + outcome.events
+            if len(outcome.events) > LONG_TURN_EVENTS:
+                await asyncio.sleep(0)  # the turn took long: let others go first
+            stored = _stored_bytes(state, log)
+            if stored > self._settings.max_stored_bytes:
+                return await self._fail_claimed(
+                    run,
+                    claim,
+                    f"The run's state and its latest events would take {stored} bytes to "
+                    f"store; at most {self._settings.max_stored_bytes} (limit max_stored_bytes).",
+                )
+            completed_at = now if state.status in TERMINAL_STATUSES else None
+            visited = recorder.visited_nodes
+            committed = await self._runs.commit_turn(
+                run.id,
+                claim.token,
+                state=state,
+                log=log,
+                visited_nodes=visited,
+                completed_at=completed_at,
+            )
+        except Exception:  # whatever went wrong, the run fails and its claim is released
+            logger.exception("run %s: turn %d could not be completed", run.id, turn)
+            return await self._fail_claimed(
+                run, claim, "The turn could not be completed because of an internal error."
+            )
+        if not committed:
+            return await self._answer_after_lost_claim(run, turn)
+        recorder.stored_all()
+        done = msgspec.structs.replace(
+            run,
+            state=state,
+            claim=None,
+            log=log,
+            visited_nodes=visited,
+            completed_at=completed_at,
+        )
+        self._archiver.start(done)
+        return TurnResult(run=done, events=events_of_turn(done, turn))
+
+    async def _fail_claimed(self, run: RunDocument, claim: Claim, error: str) -> TurnResult:
+        """End a claimed run ``failed`` with ``error`` as its turn's last event, and release
+        the claim; the run keeps the variables and history it had before the turn."""
+        node_id = run.state.current_node
+        failure = {"error": error, "node_id": node_id}
+        written = single_event_turn(
+            run, self._clock(), RunStatus.FAILED, ("run_failed", node_id, failure), error
+        )
+        if await self._runs.commit_turn(
+            run.id,
+            claim.token,
+            state=written.state,
+            log=written.log,
+            visited_nodes=run.visited_nodes,
+            completed_at=written.completed_at,
+        ):
+            done = after_single_event_turn(run, written)
+            self._archiver.start(done)
+            return TurnResult(run=done, events=events_of_turn(done, written.state.turn))
+        return await self._answer_after_lost_claim(run, written.state.turn)
+
+    async def _answer_after_lost_claim(self, run: RunDocument, turn: int) -> TurnResult:
+        """The turn lost its claim to a stop (or, past its lease, to a recovery): nothing
+        more of it is stored, and its answer is what the run holds now."""
+        current = await self._runs.find(run.tenant, run.id)
+        assert current is not None
+        if current.state.turn < turn:
+            raise TurnInProgress(f"Run {run.id} is executing this turn again elsewhere.")
+        return TurnResult(run=current, events=events_of_turn(current, turn))
+
+    async def _wait_recording(
+        self, run_id: ObjectId, token: str, engine: "asyncio.Future[Any]", recorder: "_TurnRecorder"
+    ) -> None:
+        """Wait for the engine; if it runs longer than one poll interval (or an LLM call
+        starts while a stream here watches), record its progress until it ends. Returns
+        normally also when the engine was cancelled by a stop (not by our caller)."""
+        recording: list[asyncio.Task[None]] = []
+
+        def start_recording() -> None:
+            if not recording and not engine.done():
+                recording.append(
+                    asyncio.create_task(self._record_progress(run_id, token, engine, recorder))
+                )
+
+        # A timer, not a task: most turns end well within the interval and never need one.
+        timer = asyncio.get_running_loop().call_later(
+            self._settings.claim_poll.total_seconds(), start_recording
+        )
+        recorder.on_urgent = start_recording
+        try:
+            await engine
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not engine.cancelled() or (current is not None and current.cancelling()):
+                raise
+        finally:
+            timer.cancel()
+            recorder.on_urgent = None
+            for task in recording:
+                task.cancel()
+
+    async def _record_progress(
+        self,
+        run_id: ObjectId,
+        token: str,
+        engine: "asyncio.Future[Any]",
+        recorder: "_TurnRecorder",
+    ) -> None:
+        """Store the turn's progress every poll interval (at once when asked), renewing its
+        lease; cancel ``engine`` once the turn has lost its claim."""
+        interval = self._settings.claim_poll.total_seconds()
+        with contextlib.suppress(asyncio.CancelledError):
+            while not engine.done():
+                recorder.urgent.clear()
+                events, shown = recorder.unstored()
+                try:
+                    held = await self._runs.record_progress(
+                        run_id,
+                        token,
+                        events=events,
+                        current_node=recorder.current_node,
+                        visited_nodes=recorder.visited_nodes,
+                        live_text=recorder.live_text,
+                        expires_at=self._clock() + self._settings.lease,
+                    )
+                except Exception:  # MongoDB unreachable for a moment: the commit will tell
+                    logger.warning("could not record the progress of run %s", run_id, exc_info=True)
+                    held = True
+                else:
+                    if held:
+                        recorder.stored(len(events), shown)
+                if not held:
+                    engine.cancel()
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(recorder.urgent.wait(), interval)
+
+    def _new_claim(self, turn_input: TurnInput) -> Claim:
+        now = self._clock()
+        return Claim(
+            token=secrets.token_hex(16),
+            message=turn_input.message,
+            data=turn_input.data,
+            started_at=now,
+            expires_at=now + self._settings.lease,
+        )
+
+
+class _TurnRecorder:
+    """What the engine has emitted in this turn, and how much of it is stored (and so may
+    be shown). Events are published to the turn's live feed once stored; LLM text as it
+    arrives, unless events before it are still waiting to be stored."""
+
+    def __init__(self, run: RunDocument, live: LiveTurn | None) -> None:
+        self._live = live
+        self._unstored: list[Event] = []
+        self._unshown: list[Event | LlmDelta] = []
+        self.current_node = run.state.current_node
+        self._visited = set(run.visited_nodes)
+        self.visited_nodes = list(run.visited_nodes)
+        self.live_text: LiveText | None = None
+        self.urgent = asyncio.Event()
+        self.on_urgent: Any = None
+
+    def record(self, item: Event | LlmDelta) -> None:
+        if isinstance(item, LlmDelta):
+            if self.live_text is not None:
+                self.live_text.text += item.text
+            if self._unshown or self._live is None:
+                self._unshown.append(item)
+            else:
+                self._live.publish([item])
+            return
+        self._unstored.append(item)
+        self._unshown.append(item)
+        if item.type == "node_started":
+            self.current_node = item.node_id
+        elif item.type == "node_completed" and item.node_id not in self._visited:
+            assert item.node_id is not None
+            self._visited.add(item.node_id)
+            self.visited_nodes.append(item.node_id)
+        elif item.type == "llm_started":
+            assert item.node_id is not None
+            self.live_text = LiveText(after_seq=item.seq, node_id=item.node_id, text="")
+            if self._live is not None and self._live.subscribers and self.on_urgent is not None:
+                self.urgent.set()  # a stream here waits for the text: store what precedes it
+                self.on_urgent()
+        elif item.type == "llm_completed":
+            self.live_text = None
+
+    def unstored(self) -> tuple[list[Event], int]:
+        """The events not stored yet, and how many items may be shown once they are."""
+        return list(self._unstored), len(self._unshown)
+
+    def stored(self, events: int, shown: int) -> None:
+        del self._unstored[:events]
+        if self._live is not None:
+            self._live.publish(self._unshown[:shown])
+        del self._unshown[:shown]
+
+    def stored_all(self) -> None:
+        self.stored(len(self._unstored), len(self._unshown))
+
+
+def _stored_bytes(state: CommittedState, log: list[Event]) -> int:
+    """The encoded size of what a commit writes that grows with the run."""
+    return len(msgspec.json.encode((state.variables, state.history, state.output, log)))

@@ -1,0 +1,56 @@
+"""The services of runs, wired together: executing turns, cancelling, reading, following,
+and the sweep for turns whose server died. Handlers take this one object (one dependency
+a handler: Litestar resolves two or more in a task group, a cost paid on every turn)."""
+
+from dataclasses import dataclass
+
+from app.clock import Clock
+from app.engine.llm import LlmClient
+from app.services.archiving import EventArchiver
+from app.services.cancelling import RunCanceller
+from app.services.executing import TurnExecutor
+from app.services.following import RunFollower
+from app.services.live import LiveRuns
+from app.services.reading import RunReader
+from app.services.sweeping import InterruptedTurnSweeper
+from app.services.turn_model import TurnSettings
+from app.services.workflows import WorkflowService
+from app.store.runs import RunStore
+
+
+@dataclass(frozen=True, slots=True)
+class RunServices:
+    executor: TurnExecutor
+    canceller: RunCanceller
+    reader: RunReader
+    follower: RunFollower
+    sweeper: InterruptedTurnSweeper
+
+    @classmethod
+    def build(
+        cls,
+        runs: RunStore,
+        workflows: WorkflowService,
+        clock: Clock,
+        settings: TurnSettings,
+        llm: LlmClient | None,
+        sweep_interval_seconds: float,
+    ) -> "RunServices":
+        live = LiveRuns()
+        archiver = EventArchiver(runs)
+        canceller = RunCanceller(runs, live, archiver, clock)
+        executor = TurnExecutor(runs, workflows, live, archiver, canceller, clock, settings, llm)
+        reader = RunReader(runs, executor, clock)
+        poll_seconds = settings.claim_poll.total_seconds()
+        return cls(
+            executor=executor,
+            canceller=canceller,
+            reader=reader,
+            follower=RunFollower(reader, live, poll_seconds),
+            sweeper=InterruptedTurnSweeper(runs, executor, clock, sweep_interval_seconds),
+        )
+
+    async def close(self) -> None:
+        """Stop sweeping and wait for the turns and archives still in the background."""
+        await self.sweeper.stop()
+        await self.executor.drain()

@@ -1,0 +1,123 @@
+"""What the turn services share: their settings, a turn as requested, prepared and done,
+and how a turn made of a single event (a stop, a failure) is written."""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from bson import ObjectId
+
+from app.engine.budget import EvaluationLimits
+from app.engine.compiler import CompiledWorkflow
+from app.engine.runner import DEFAULT_HISTORY_LIMIT
+from app.engine.state import TERMINAL_STATUSES, Event, EventType, RunStatus
+from app.store.documents import Claim, CommittedState, RunDocument
+
+DEFAULT_SOURCE = "API"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSettings:
+    lease: timedelta = timedelta(seconds=30)
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+    max_message_bytes: int = 32 * 1024
+    # How often a turn in flight stores its progress (and learns of a stop), and how often
+    # a stream follows a turn executing in another process.
+    claim_poll: timedelta = timedelta(milliseconds=250)
+    # How many times a turn interrupted by a dying server is executed again before the
+    # run fails: a turn that kills its server every time must not be retried forever.
+    max_turn_recoveries: int = 2
+    # What a run's stored state (variables, history, output) and its log may take,
+    # encoded: well under MongoDB's 16 MB a document.
+    max_stored_bytes: int = 8 * 1024 * 1024
+    evaluation_limits: EvaluationLimits = field(default_factory=EvaluationLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """A turn as the HTTP layer understood it: ids parsed, sizes and values checked."""
+
+    run_id: ObjectId | None = None
+    version: int | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+    data: Any = None
+    stop: bool = False
+    # Who starts the run (``API``, ``PLAYGROUND``, …), shown in its status.
+    source: str = DEFAULT_SOURCE
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """The run after the turn, and the events of the turn; for a stop, the status the run
+    had just before it."""
+
+    run: RunDocument
+    events: list[Event]
+    previous_status: RunStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTurn:
+    """A turn that nothing can refuse any more: its run claimed, or (a stop) already done."""
+
+    run: RunDocument
+    compiled: CompiledWorkflow | None = None
+    claim: Claim | None = None
+    done: TurnResult | None = None
+
+    @property
+    def turn(self) -> int:
+        """The number of the turn: the one executing, or the one done."""
+        if self.done is not None:
+            return self.done.run.state.turn
+        return self.run.state.turn + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SingleEventTurn:
+    """A turn made of one event and nothing else (a stop; a failure of the turn as a
+    whole), as it is written: the run keeps its variables, history and node."""
+
+    event: Event
+    state: CommittedState
+    log: list[Event]
+    completed_at: datetime | None
+
+
+def single_event_turn(
+    run: RunDocument,
+    now: datetime,
+    status: RunStatus,
+    event: tuple[EventType, str | None, dict[str, Any]],
+    error: str | None = None,
+) -> SingleEventTurn:
+    """The run's next turn, ending with one ``(type, node_id, data)`` event under the next
+    seq, after whatever the turn had already stored (a turn in flight stopped midway)."""
+    event_type, node_id, data = event
+    turn = run.state.turn + 1
+    ending = Event(seq=run.next_seq, turn=turn, type=event_type, node_id=node_id, at=now, data=data)
+    state = msgspec.structs.replace(
+        run.state,
+        status=status,
+        turn=turn,
+        seq=ending.seq,
+        waiting_for=None,
+        output=None,
+        error=error,
+        updated_at=now,
+    )
+    completed_at = now if status in TERMINAL_STATUSES else None
+    return SingleEventTurn(ending, state, [*run.log, ending], completed_at)
+
+
+def events_of_turn(run: RunDocument, turn: int) -> list[Event]:
+    """The events of ``turn`` still in the run's log (the latest turns are)."""
+    return [event for event in run.log if event.turn == turn]
+
+
+def after_single_event_turn(run: RunDocument, written: SingleEventTurn) -> RunDocument:
+    return msgspec.structs.replace(
+        run, state=written.state, claim=None, log=written.log, completed_at=written.completed_at
+    )
