@@ -21,17 +21,20 @@ it (uvicorn's ``auto`` loop and HTTP parser, so uvloop and httptools from
 
 For each load: requests/s, p50/p99 latency, and the server process's CPU time (user +
 system, from ``/proc/<pid>/stat``, read before and after the load) per request; for
-the driver load also the double's. The ratios (embedded and driver turns/s to bare
-req/s, and CPU per request of embedded and driver to bare and of driver to embedded)
-are taken within each round, because the speed of a shared machine drifts by ±30%
-from one minute to the next; the loads alternate over several rounds, and the median
-of each figure over the rounds is reported next to the targets: embedded turns at
-least 25% of the bare POST's rate, driver-path turns at least 18%. "By CPU" is the
-ratio the rates would have if each load were bound by its server's CPU alone (bare
-CPU per request divided by the load's), which is what the driver path can be judged
-by when the double is the bottleneck. wrk (a C load generator) keeps the client from
-being the bottleneck: ``apt-get install wrk``. Linux only (``/proc``; the loop and
-HTTP parser each server really loaded are read from its ``/proc/<pid>/maps`` and shown).
+the driver load also the double's; and how busy the whole machine was
+(``/proc/stat``), which shows when something outside the benchmark takes cores from
+it. The ratios (embedded and driver turns/s to bare req/s, and CPU per request of
+embedded and driver to bare and of driver to embedded) are taken within each round,
+because the speed of a shared machine drifts by ±30% from one minute to the next; the
+loads alternate over several rounds, and the median of each figure over the rounds is
+reported next to the targets: embedded turns at least 25% of the bare POST's rate,
+driver-path turns at least 18%. "By CPU" is the ratio the rates would have if each
+load were bound by its server's CPU alone (bare CPU per request divided by the
+load's), which is what the driver path can be judged by when the double, or a machine
+with fewer free cores than its two busy processes need, is the bottleneck. wrk (a C
+load generator) keeps the client from being the bottleneck: ``apt-get install wrk``.
+Linux only (``/proc``; the loop and HTTP parser each server really loaded are read
+from its ``/proc/<pid>/maps`` and shown).
 
     .venv/bin/python scripts/bench.py [--connections 8] [--seconds 5] [--rounds 5]
                                       [--only bare,embedded,driver]
@@ -166,6 +169,7 @@ class Measurement:
     server_cpu: float
     double_cpu: float | None
     wrk_cpu: float
+    machine_busy: float
 
     @property
     def rate(self) -> float:
@@ -361,10 +365,12 @@ def _measure(target: Target, connections: int, seconds: int) -> Measurement:
     server_before = _cpu_seconds(target.server.pid)
     double_before = None if target.double is None else _cpu_seconds(target.double.pid)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_before = _machine_ticks()
     started = time.monotonic()
     result = _wrk(target.url, target.script, connections, seconds)
     wall = time.monotonic() - started
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the one reaped
+    machine_after = _machine_ticks()
     return Measurement(
         **result,
         wall_seconds=wall,
@@ -376,6 +382,8 @@ def _measure(target: Target, connections: int, seconds: int) -> Measurement:
         ),
         wrk_cpu=(children_after.ru_utime + children_after.ru_stime)
         - (children_before.ru_utime + children_before.ru_stime),
+        machine_busy=(machine_after[0] - machine_before[0])
+        / max(machine_after[1] - machine_before[1], 1),
     )
 
 
@@ -385,6 +393,14 @@ def _cpu_seconds(pid: int) -> float:
     # Field 14 is utime and 15 stime (man 5 proc); the first after ")" is field 3.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """Busy and total CPU time of the whole machine, all cores, from ``/proc/stat``: what
+    else runs on a shared machine shows here and in none of the processes measured."""
+    # user nice system idle iowait irq softirq steal (guest time is within user already)
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
 def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
@@ -434,7 +450,8 @@ def _report(args: argparse.Namespace, rounds: list[Round], stacks: dict[str, str
     )
     print(
         "cpu: user+system CPU of the server (and of the double) per request, with its share"
-        " of one core during the load; wrk's share too"
+        " of one core during the load; wrk's share too; and how busy all the machine's cores"
+        " were"
     )
     for index, found in enumerate(rounds, 1):
         print(f"round {index}:")
@@ -479,6 +496,7 @@ def _figures(name: str, measurement: Measurement) -> str:
             f" ({measurement.double_cpu / measurement.wall_seconds:.0%})"
         )
     line += f"  wrk ({measurement.wrk_cpu / measurement.wall_seconds:.0%})"
+    line += f"  machine {measurement.machine_busy:.0%} busy"
     if measurement.failures:
         line += f"  FAILURES {measurement.failures:.0f}"
     return line
