@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # How often each process looks for turns whose server died; None: every 10 s on
     # MongoDB, never on the embedded store (one process owns it: none can die apart).
     sweep_seconds: float | None = None
+    # A stream with nothing to send sends a comment line this often (proxies close idle ones).
+    stream_keepalive_seconds: float = 15.0
     max_turn_recoveries: int = 2
     max_stored_bytes: int = 8 * 1024 * 1024
     evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
@@ -94,6 +96,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             llm_max_retries=_whole(env, "TANDEM_LLM_MAX_RETRIES", 2, allow_zero=True),
             echo_delay_ms=_number(env, "TANDEM_ECHO_DELAY_MS", 0.0, allow_zero=True),
             poll_ms=_number(env, "TANDEM_POLL_MS", 250.0),
+            stream_keepalive_seconds=_number(env, "TANDEM_STREAM_KEEPALIVE_SECONDS", 15.0),
             sweep_seconds=_number(env, "TANDEM_SWEEP_SECONDS", 10.0, allow_zero=True)
             if "TANDEM_SWEEP_SECONDS" in env
             else None,

@@ -63,6 +63,7 @@ def create_app(
                 history_limit=settings.history_limit,
                 max_message_bytes=settings.max_message_bytes,
                 claim_poll=timedelta(milliseconds=settings.poll_ms),
+                stream_keepalive=timedelta(seconds=settings.stream_keepalive_seconds),
                 max_turn_recoveries=settings.max_turn_recoveries,
                 max_stored_bytes=settings.max_stored_bytes,
                 evaluation_limits=settings.evaluation,

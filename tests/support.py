@@ -148,7 +148,14 @@ class YieldingDatabase:
 
 def is_turn_commit(args: tuple[Any, ...]) -> bool:
     """A runs.update_one call that commits a turn (guarded by its claim token)."""
-    return bool(args) and "claim.token" in args[0]
+    return len(args) > 1 and "claim.token" in args[0] and "state" in args[1].get("$set", {})
+
+
+def is_progress_record(args: tuple[Any, ...]) -> bool:
+    """A runs.update_one call that records a turn's progress while it executes."""
+    return (
+        len(args) > 1 and "claim.token" in args[0] and "claim.expires_at" in args[1].get("$set", {})
+    )
 
 
 def database_backends() -> list[str]:

@@ -38,14 +38,18 @@ def stream_turn(runs: RunServices, turn: PreparedTurn) -> AsyncIterator[ServerSe
     done = turn.done.events if turn.done is not None else None
     first_seq = done[0].seq if done else turn.run.next_seq
     task, live = runs.executor.start(turn)
-    return _turn_messages(task, live, StreamPosition(seq=first_seq - 1))
+    keepalive = runs.follower.keepalive_seconds
+    return _turn_messages(task, live, StreamPosition(seq=first_seq - 1), keepalive)
 
 
 async def _turn_messages(
-    task: "asyncio.Task[TurnResult]", live: LiveTurn | None, position: StreamPosition
+    task: "asyncio.Task[TurnResult]",
+    live: LiveTurn | None,
+    position: StreamPosition,
+    keepalive_seconds: float,
 ) -> AsyncIterator[ServerSentEventMessage]:
     if live is not None:
-        async for item in live.follow(position, keepalive_seconds=15.0):
+        async for item in live.follow(position, keepalive_seconds):
             yield keepalive() if item is None else message(item, position)
     try:
         result = await task
@@ -108,7 +112,7 @@ def message(item: Event | LlmDelta, position: StreamPosition) -> ServerSentEvent
 
 def keepalive() -> ServerSentEventMessage:
     """A comment line: proxies see traffic and keep the connection open."""
-    return ServerSentEventMessage(comment="keepalive")
+    return ServerSentEventMessage(comment="keepalive", data=None)
 
 
 def _error(body: ErrorBody) -> ServerSentEventMessage:

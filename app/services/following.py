@@ -20,28 +20,26 @@ from app.engine.state import Event, LlmDelta
 from app.services.live import LiveRuns, StreamPosition
 from app.services.reading import RunReader
 
-KEEPALIVE_SECONDS = 15.0
-
 
 class RunFollower:
-    def __init__(self, reader: RunReader, live: LiveRuns, poll_seconds: float) -> None:
+    def __init__(
+        self, reader: RunReader, live: LiveRuns, poll_seconds: float, keepalive_seconds: float
+    ) -> None:
         self._reader = reader
         self._live = live
         self._poll_seconds = poll_seconds
+        self.keepalive_seconds = keepalive_seconds
 
     async def check(self, tenant: str, run_id: ObjectId) -> None:
         """Raise ``NotFound`` before a stream starts, so that it answers as plain JSON."""
         await self._reader.read(tenant, run_id)
 
     async def follow(
-        self,
-        tenant: str,
-        run_id: ObjectId,
-        position: StreamPosition,
-        keepalive_seconds: float = KEEPALIVE_SECONDS,
+        self, tenant: str, run_id: ObjectId, position: StreamPosition
     ) -> AsyncIterator[Event | LlmDelta | None]:
         """What happens in the run after ``position`` (moving it); None when nothing has
-        for ``keepalive_seconds``. Ends when the run waits for input or has ended."""
+        for the keepalive interval. Ends when the run waits for input or has ended."""
+        keepalive_seconds = self.keepalive_seconds
         quiet_since = time.monotonic()
         while True:
             run = await self._reader.read(tenant, run_id)

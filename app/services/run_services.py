@@ -46,7 +46,9 @@ class RunServices:
             executor=executor,
             canceller=canceller,
             reader=reader,
-            follower=RunFollower(reader, live, poll_seconds),
+            follower=RunFollower(
+                reader, live, poll_seconds, settings.stream_keepalive.total_seconds()
+            ),
             sweeper=InterruptedTurnSweeper(runs, executor, clock, sweep_interval_seconds),
         )
 

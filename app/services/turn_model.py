@@ -25,6 +25,8 @@ class TurnSettings:
     # How often a turn in flight stores its progress (and learns of a stop), and how often
     # a stream follows a turn executing in another process.
     claim_poll: timedelta = timedelta(milliseconds=250)
+    # A stream with nothing to send sends a comment this often, so that proxies keep it.
+    stream_keepalive: timedelta = timedelta(seconds=15)
     # How many times a turn interrupted by a dying server is executed again before the
     # run fails: a turn that kills its server every time must not be retried forever.
     max_turn_recoveries: int = 2

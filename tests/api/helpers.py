@@ -1,3 +1,4 @@
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,3 +44,33 @@ async def serving(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
             transport=transport, base_url="http://testserver", headers={"X-API-Key": KEY_A}
         ) as http:
             yield http
+
+
+@asynccontextmanager
+async def serving_http(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """One server process reached over a real socket, on the test's own event loop: unlike
+    ``serving`` (whose transport hands over a response only once it is complete), a
+    client reads a stream here message by message, as it is sent."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY_A}, timeout=10
+        ) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await task
