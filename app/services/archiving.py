@@ -2,9 +2,11 @@
 
 A commit writes a turn's events into the run document with its state (one update); the
 copy into ``run_events`` happens afterwards in the background, off the turn's critical
-path. This process remembers which turns it has archived, so that its next commit of the
-run can trim them from the run's log; a turn it does not know to be archived stays in the
-log (and is archived again, harmlessly) until one does.
+path, and in batches: the turns committed while one insert is in flight go together in
+the next, so that under load a turn costs a fraction of a round trip to archive. This
+process remembers which turns it has archived, so that its next commit of the run can
+trim them from the run's log; a turn it does not know to be archived stays in the log
+(and is archived again, harmlessly) until one does.
 """
 
 import asyncio
@@ -24,7 +26,10 @@ class EventArchiver:
     def __init__(self, runs: RunStore) -> None:
         self._runs = runs
         self._archived_through: OrderedDict[ObjectId, int] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The latest committed state of each run waiting for the next insert: it holds
+        # every turn of the run not archived yet.
+        self._waiting: dict[ObjectId, tuple[RunDocument, list[int]]] = {}
+        self._inserting: asyncio.Task[None] | None = None
 
     def archived_through(self, run_id: ObjectId) -> int:
         """The last turn of the run known here to be archived (0 if none is known)."""
@@ -33,23 +38,36 @@ class EventArchiver:
     def start(self, run: RunDocument) -> None:
         """Archive, in the background, every finished turn in ``run.log``."""
         turns = sorted({event.turn for event in run.log if event.turn <= run.state.turn})
-        if turns:
-            task = asyncio.create_task(self._archive(run, turns))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if not turns:
+            return
+        self._waiting[run.id] = (run, turns)
+        if self._inserting is None:
+            self._inserting = asyncio.create_task(self._insert_batches())
 
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks))
+        while self._inserting is not None:
+            await asyncio.shield(self._inserting)
 
-    async def _archive(self, run: RunDocument, turns: list[int]) -> None:
+    async def _insert_batches(self) -> None:
         try:
-            await self._runs.archive(run, turns)
-        except Exception:  # the events stay in the run's log; a later turn archives them
-            logger.warning("could not archive the events of run %s", run.id, exc_info=True)
-            return
+            while self._waiting:
+                await asyncio.sleep(0)  # the turns finishing now join this batch
+                batch, self._waiting = self._waiting, {}
+                try:
+                    await self._runs.archive(batch.values())
+                except Exception:  # the events stay in the runs' logs: a later turn retries
+                    logger.warning(
+                        "could not archive the events of %d runs", len(batch), exc_info=True
+                    )
+                    continue
+                for run_id, (_, turns) in batch.items():
+                    self._remember(run_id, turns[-1])
+        finally:
+            self._inserting = None
+
+    def _remember(self, run_id: ObjectId, turn: int) -> None:
         known = self._archived_through
-        known[run.id] = max(known.get(run.id, 0), turns[-1])
-        known.move_to_end(run.id)
+        known[run_id] = max(known.get(run_id, 0), turn)
+        known.move_to_end(run_id)
         if len(known) > _REMEMBERED_RUNS:
             known.popitem(last=False)

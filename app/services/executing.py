@@ -399,7 +399,7 @@ class TurnExecutor:
                     held = await self._runs.record_progress(
                         run_id,
                         token,
-                        events=events,
+                        log=recorder.log_with(events),
                         current_node=recorder.current_node,
                         visited_nodes=recorder.visited_nodes,
                         live_text=recorder.live_text,
@@ -435,6 +435,7 @@ class _TurnRecorder:
 
     def __init__(self, run: RunDocument, live: LiveTurn | None) -> None:
         self._live = live
+        self._log = list(run.log)  # the run's log as stored, this turn's events included
         self._unstored: list[Event] = []
         self._unshown: list[Event | LlmDelta] = []
         self.current_node = run.state.current_node
@@ -474,7 +475,12 @@ class _TurnRecorder:
         """The events not stored yet, and how many items may be shown once they are."""
         return list(self._unstored), len(self._unshown)
 
+    def log_with(self, events: list[Event]) -> list[Event]:
+        """The run's log once ``events`` are stored too."""
+        return [*self._log, *events]
+
     def stored(self, events: int, shown: int) -> None:
+        self._log += self._unstored[:events]
         del self._unstored[:events]
         if self._live is not None:
             self._live.publish(self._unshown[:shown])

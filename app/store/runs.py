@@ -32,7 +32,7 @@ from app.store.documents import (
     LiveText,
     RunDocument,
     TurnEventsDocument,
-    events_to_documents,
+    encode_log,
     from_document,
     to_document,
     turn_events_id,
@@ -108,17 +108,18 @@ class RunStore:
         run_id: ObjectId,
         token: str,
         *,
-        events: list[Event],
+        log: list[Event],
         current_node: str | None,
         visited_nodes: list[str],
         live_text: LiveText | None,
         expires_at: datetime,
     ) -> bool:
-        """Store how far a turn in flight has got (the events it emitted since the last
-        call, its node, its LLM text so far) and renew its lease, if it still holds its
-        claim; False if it lost it (a stop, or a recovery past its lease)."""
+        """Store how far a turn in flight has got (``log``: the run's log with the events it
+        has emitted so far; its node; its LLM text so far) and renew its lease, if it still
+        holds its claim; False if it lost it (a stop, or a recovery past its lease)."""
         update: dict[str, Any] = {
             "$set": {
+                "log_json": encode_log(log),
                 "claim.current_node": current_node,
                 "claim.visited_nodes": visited_nodes,
                 "claim.live_text": to_document(live_text) if live_text is not None else None,
@@ -126,8 +127,6 @@ class RunStore:
             },
             "$inc": {"revision": 1},
         }
-        if events:
-            update["$push"] = {"log": {"$each": events_to_documents(events)}}
         result = await self._runs.update_one({"_id": run_id, "claim.token": token}, update)
         return result.matched_count == 1
 
@@ -149,7 +148,7 @@ class RunStore:
                 "$set": {
                     "state": to_document(state),
                     "claim": None,
-                    "log": events_to_documents(log),
+                    "log_json": encode_log(log),
                     "visited_nodes": visited_nodes,
                     "completed_at": completed_at,
                 },
@@ -169,7 +168,7 @@ class RunStore:
                 "$set": {
                     "state": to_document(state),
                     "claim": None,
-                    "log": events_to_documents(log),
+                    "log_json": encode_log(log),
                     "completed_at": completed_at,
                 },
                 "$inc": {"revision": 1},
@@ -177,13 +176,16 @@ class RunStore:
         )
         return result.matched_count == 1
 
-    async def archive(self, run: RunDocument, turns: Iterable[int]) -> None:
-        """Copy the given turns of ``run.log`` into the events collection, one document a
-        turn. Idempotent: a turn's document is written once, whoever gets there first."""
+    async def archive(self, runs: Iterable[tuple[RunDocument, Iterable[int]]]) -> None:
+        """Copy the given turns of each run's log into the events collection, one document
+        a turn, all in one insert. Idempotent: a turn's document is written once, whoever
+        gets there first."""
         documents = []
-        for turn in turns:
-            events = [event for event in run.log if event.turn == turn]
-            if events:
+        for run, turns in runs:
+            for turn in turns:
+                events = [event for event in run.log if event.turn == turn]
+                if not events:
+                    continue
                 document = TurnEventsDocument(
                     id=turn_events_id(run.id, turn),
                     tenant=run.tenant,

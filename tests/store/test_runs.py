@@ -108,7 +108,7 @@ async def test_variables_and_events_are_plain_queryable_fields(
     archived events by type."""
     run = waiting_run(FakeClock())
     await store.runs.insert(run)
-    await store.runs.archive(run, [1])
+    await store.runs.archive([(run, [1])])
     runs = database_per_backend["runs"]
     found = await runs.find({"state.variables.customer": "ACME"}, {"_id": 1}).to_list(None)
     assert [raw["_id"] for raw in found] == [run.id]
@@ -161,7 +161,7 @@ async def test_progress_is_recorded_only_while_the_claim_is_held(store: Store) -
     later = clock() + timedelta(seconds=90)
     text = LiveText(after_seq=2, node_id="n", text="Hel")
     progress = {
-        "events": [event(2, 2, clock, ODD_VALUE)],
+        "log": [*run.log, event(2, 2, clock, ODD_VALUE)],
         "current_node": "n",
         "visited_nodes": ["ask", "n"],
         "live_text": text,
@@ -197,8 +197,8 @@ async def test_turns_are_archived_once(store: Store) -> None:
     clock = FakeClock()
     run = waiting_run(clock)
     run = msgspec.structs.replace(run, log=[*run.log, event(2, 2, clock), event(3, 2, clock)])
-    await store.runs.archive(run, [1])
-    await store.runs.archive(run, [1, 2])  # a repeat (a retry, a recovery) is harmless
+    await store.runs.archive([(run, [1])])
+    await store.runs.archive([(run, [1, 2])])  # a repeat (a retry, a recovery) is harmless
     found = await store.runs.archived_turns(run, [1, 2, 3])
     assert [(d.turn, d.first_seq, d.last_seq) for d in found] == [(1, 1, 1), (2, 2, 3)]
     assert [e for d in found for e in d.events] == run.log
@@ -246,7 +246,7 @@ async def test_reading_a_runs_events_does_not_depend_on_other_runs(
     async def run_with_three_turns() -> RunDocument:
         run = waiting_run(clock)
         run = msgspec.structs.replace(run, log=[event(seq, seq, clock) for seq in (1, 2, 3)])
-        await store.runs.archive(run, [1, 2, 3])
+        await store.runs.archive([(run, [1, 2, 3])])
         return run
 
     mine = await run_with_three_turns()
