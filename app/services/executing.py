@@ -395,11 +395,15 @@ class TurnExecutor:
             while not engine.done():
                 recorder.urgent.clear()
                 events, shown = recorder.unstored()
+                log: list[Event] | None = recorder.log_with(events)
+                if len(msgspec.json.encode(log)) > self._settings.max_stored_bytes:
+                    # Too large to store: the commit will fail the run, naming the limit.
+                    log, events, shown = None, [], 0
                 try:
                     held = await self._runs.record_progress(
                         run_id,
                         token,
-                        log=recorder.log_with(events),
+                        log=log,
                         current_node=recorder.current_node,
                         visited_nodes=recorder.visited_nodes,
                         live_text=recorder.live_text,

@@ -108,18 +108,18 @@ class RunStore:
         run_id: ObjectId,
         token: str,
         *,
-        log: list[Event],
+        log: list[Event] | None,
         current_node: str | None,
         visited_nodes: list[str],
         live_text: LiveText | None,
         expires_at: datetime,
     ) -> bool:
         """Store how far a turn in flight has got (``log``: the run's log with the events it
-        has emitted so far; its node; its LLM text so far) and renew its lease, if it still
-        holds its claim; False if it lost it (a stop, or a recovery past its lease)."""
+        has emitted so far, or None to leave it; its node; its LLM text so far) and renew
+        its lease, if it still holds its claim; False if it lost it (a stop, or a recovery
+        past its lease)."""
         update: dict[str, Any] = {
             "$set": {
-                "log_json": encode_log(log),
                 "claim.current_node": current_node,
                 "claim.visited_nodes": visited_nodes,
                 "claim.live_text": to_document(live_text) if live_text is not None else None,
@@ -127,6 +127,8 @@ class RunStore:
             },
             "$inc": {"revision": 1},
         }
+        if log is not None:
+            update["$set"]["log_json"] = encode_log(log)
         result = await self._runs.update_one({"_id": run_id, "claim.token": token}, update)
         return result.matched_count == 1
 
