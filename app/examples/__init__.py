@@ -4,6 +4,7 @@ import json
 from importlib import resources
 
 from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from app.services.workflows import WorkflowService
 
@@ -20,7 +21,12 @@ async def load_examples(workflows: WorkflowService, tenant: str) -> dict[str, Ob
         if await workflows.find(tenant, workflow_id) is not None:
             continue
         spec = json.loads(resources.files(__package__).joinpath(f"{name}.json").read_text())
-        await workflows.create(
-            tenant, spec["name"], spec.get("description"), spec["definition"], workflow_id
-        )
+        try:
+            await workflows.create(
+                tenant, spec["name"], spec.get("description"), spec["definition"], workflow_id
+            )
+        except DuplicateKeyError:
+            # Another server process started on this database at the same time (replicas
+            # do) created it first: its unique ids keep the example single.
+            continue
     return EXAMPLES
