@@ -44,6 +44,10 @@ class RunFollower:
         while True:
             run = await self._reader.read(tenant, run_id)
             for event in await self._reader.events_after(run, position.seq):
+                rest = _rest_of_text(event, position)
+                if rest is not None:
+                    quiet_since = time.monotonic()
+                    yield rest
                 position.passed(event, 0)
                 quiet_since = time.monotonic()
                 yield event
@@ -64,3 +68,19 @@ class RunFollower:
                 quiet_since = time.monotonic()
                 yield None
             await asyncio.sleep(self._poll_seconds)
+
+
+def _rest_of_text(event: Event, position: StreamPosition) -> LlmDelta | None:
+    """When a reader in the middle of an LLM text reaches the call's ``llm_completed``, the
+    text it has not been sent (moving ``position`` past it): what was generated after the
+    last progress record it read, or while it was away. Its deltas then add up to the
+    whole text, wherever the turn executes and whenever the reader reconnected."""
+    if event.type != "llm_completed" or position.text_offset == 0:
+        return None
+    if event.seq != position.seq + 1:  # llm_completed follows its llm_started at once
+        return None
+    text = event.data.get("text")
+    if event.node_id is None or not isinstance(text, str):
+        return None
+    rest = position.passed(LlmDelta(node_id=event.node_id, text=text), 0)
+    return rest if isinstance(rest, LlmDelta) else None
