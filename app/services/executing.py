@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -31,7 +32,7 @@ from bson import ObjectId
 
 from app.clock import Clock
 from app.engine.compiler import CompiledWorkflow
-from app.engine.llm import LlmClient
+from app.engine.llm import LlmCall, LlmClient, LlmReply
 from app.engine.runner import TurnOptions, run_turn
 from app.engine.state import TERMINAL_STATUSES, Event, LlmDelta, RunStatus, TurnInput
 from app.errors import (
@@ -134,7 +135,8 @@ class TurnExecutor:
 
     async def recover(self, tenant: str, run_id: ObjectId) -> None:
         """Execute again, with the same input, a turn whose server died before committing
-        (its lease has expired); nothing if someone else already did."""
+        (its lease has expired); nothing if someone else already did. What the interrupted
+        attempt stored keeps its seqs: the turn replays it (see ``_run_claimed``)."""
         now = self._clock()
         token = secrets.token_hex(16)
         run = await self._runs.take_over_interrupted(
@@ -248,16 +250,24 @@ class TurnExecutor:
         live: LiveTurn | None = None,
     ) -> TurnResult:
         turn = run.state.turn + 1
-        recorder = _TurnRecorder(run, live)
+        # Events an interrupted attempt of this turn stored (and so perhaps showed): the
+        # turn is executed again from the state before it and replays them, with the LLM
+        # replies they hold, rather than storing them a second time under new seqs.
+        replayed = [event for event in run.log if event.turn == turn]
+        recorder = _TurnRecorder(run, live, replayed)
+        llm = self._llm
+        completed_calls = [event for event in replayed if event.type == "llm_completed"]
+        if llm is not None and completed_calls:
+            llm = _ReplayedLlm(llm, completed_calls)
         options = TurnOptions(
             turn=turn,
-            first_seq=run.next_seq,
+            first_seq=replayed[0].seq if replayed else run.next_seq,
             workflow_id=str(run.workflow_id),
             version=run.version,
             clock=self._clock,
             history_limit=self._settings.history_limit,
             evaluation_limits=self._settings.evaluation_limits,
-            llm=self._llm,
+            llm=llm,
             on_event=recorder.record,
         )
         turn_input = TurnInput(message=claim.message, data=claim.data)
@@ -280,7 +290,9 @@ class TurnExecutor:
                 outcome.state, turn=turn, seq=outcome.events[-1].seq, now=now
             )
             archived = self._archiver.archived_through(run.id)
-            log = [event for event in run.log if event.turn > archived] + outcome.events
+            log = [event for event in run.log if event.turn > archived] + recorder.new_events(
+                outcome.events
+            )
             if len(outcome.events) > LONG_TURN_EVENTS:
                 await asyncio.sleep(0)  # the turn took long: let others go first
             stored = _stored_bytes(state, log)
@@ -437,8 +449,11 @@ class _TurnRecorder:
     be shown). Events are published to the turn's live feed once stored; LLM text as it
     arrives, unless events before it are still waiting to be stored."""
 
-    def __init__(self, run: RunDocument, live: LiveTurn | None) -> None:
+    def __init__(self, run: RunDocument, live: LiveTurn | None, replayed: list[Event]) -> None:
         self._live = live
+        self._run_id = run.id
+        self._replayed = {event.seq: event for event in replayed}
+        self._replayed_through = replayed[-1].seq if replayed else 0
         self._log = list(run.log)  # the run's log as stored, this turn's events included
         self._unstored: list[Event] = []
         self._unshown: list[Event | LlmDelta] = []
@@ -458,8 +473,11 @@ class _TurnRecorder:
             else:
                 self._live.publish([item])
             return
-        self._unstored.append(item)
-        self._unshown.append(item)
+        if item.seq <= self._replayed_through:
+            self._replay(item)
+        else:
+            self._unstored.append(item)
+            self._unshown.append(item)
         if item.type == "node_started":
             self.current_node = item.node_id
         elif item.type == "node_completed" and item.node_id not in self._visited:
@@ -474,6 +492,28 @@ class _TurnRecorder:
                 self.on_urgent()
         elif item.type == "llm_completed":
             self.live_text = None
+
+    def _replay(self, item: Event) -> None:
+        """An event an interrupted attempt of this turn stored: it stays as stored (its seq
+        names it forever), and is shown here as the live feed reaches it."""
+        stored = self._replayed[item.seq]
+        if (stored.type, stored.node_id, stored.data) != (item.type, item.node_id, item.data):
+            logger.warning(
+                "run %s: event %d of the interrupted turn replayed as %s, stored as %s; "
+                "keeping what was stored",
+                self._run_id,
+                item.seq,
+                item.type,
+                stored.type,
+            )
+        if self._unshown or self._live is None:
+            self._unshown.append(stored)
+        else:
+            self._live.publish([stored])
+
+    def new_events(self, events: list[Event]) -> list[Event]:
+        """The turn's events that were not stored by an interrupted attempt of it."""
+        return [event for event in events if event.seq > self._replayed_through]
 
     def unstored(self) -> tuple[list[Event], int]:
         """The events not stored yet, and how many items may be shown once they are."""
@@ -492,6 +532,23 @@ class _TurnRecorder:
 
     def stored_all(self) -> None:
         self.stored(len(self._unstored), len(self._unshown))
+
+
+class _ReplayedLlm:
+    """The LLM for a turn executed again: the calls its interrupted attempt completed (their
+    ``llm_completed`` is stored, perhaps shown) answer what they answered then, so that the
+    replay goes the same way; later calls go to the provider."""
+
+    def __init__(self, llm: LlmClient, completed: list[Event]) -> None:
+        self._llm = llm
+        self._completed = list(completed)
+        self.default_model = llm.default_model
+
+    async def complete(self, call: LlmCall, on_delta: Callable[[str], None]) -> LlmReply:
+        if not self._completed:
+            return await self._llm.complete(call, on_delta)
+        stored = self._completed.pop(0).data
+        return LlmReply(text=stored["text"], usage=stored.get("usage"))
 
 
 def _stored_bytes(state: CommittedState, log: list[Event]) -> int:
