@@ -3,12 +3,15 @@
 from app.config import Settings
 from app.engine.llm import LlmClient
 from app.llm.echo import EchoClient
-from app.llm.openai_compatible import OpenAICompatibleClient
 
 
 def build_llm_client(settings: Settings) -> LlmClient:
     """The provider the configuration names: ``echo`` (the default) or ``openai``."""
     if settings.llm_provider == "openai":
+        # Imported only when configured: the openai package takes about 0.8 s to import,
+        # half of a server's start-up, for the default echo provider that never uses it.
+        from app.llm.openai_compatible import OpenAICompatibleClient
+
         return OpenAICompatibleClient(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key,
