@@ -88,6 +88,13 @@ def cluster(mongodb_uri: str, tmp_path: Path) -> Iterator[Cluster]:
             mongo.drop_database(database_name)
 
 
+def assert_no_errors(*servers: ServerProcess) -> None:
+    """Whatever the test did to them, the servers logged no error and no traceback."""
+    for server in servers:
+        log = server.log()
+        assert "ERROR" not in log and "Traceback" not in log, f"{server.name}:\n{log}"
+
+
 @contextlib.asynccontextmanager
 async def client(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
@@ -218,9 +225,8 @@ async def test_a_turn_in_one_process_is_followed_and_cancelled_from_the_other(
             "previous_status": "running",
             "message": "",
         }
-        assert time.monotonic() - started < 40 * WORD_DELAY  # the LLM was still talking
         text_before_cancel = text_of(shown_before_cancel)
-        assert message.startswith(text_before_cancel) and text_before_cancel != message
+        assert text_before_cancel and message.startswith(text_before_cancel)
 
         messages = await stream.closed()  # the run has ended: its stream closes
         cancelled = await read_run(first, run_id)
@@ -244,6 +250,7 @@ async def test_a_turn_in_one_process_is_followed_and_cancelled_from_the_other(
         assert events[shown["seq"] - 1] == shown
     assert events_of(messages) == events
     assert message.startswith(text_of(messages))
+    assert_no_errors(cluster.first, cluster.second)  # the first lost its turn quietly
 
 
 async def test_a_stream_resumed_mid_text_misses_nothing_and_repeats_nothing(
@@ -289,6 +296,7 @@ async def test_a_stream_resumed_mid_text_misses_nothing_and_repeats_nothing(
         else:
             seq, characters = sse.data["seq"], 0
             assert sse.id == str(seq)
+    assert_no_errors(cluster.first, cluster.second)
 
 
 async def test_a_turn_whose_process_is_killed_is_executed_again_by_the_other_once(
@@ -303,6 +311,10 @@ async def test_a_turn_whose_process_is_killed_is_executed_again_by_the_other_onc
             lambda run: run["status"] == "running" and run["current_node"] == "answer",
             "the turn shown running at its LLM node",
         )
+        # What the first process had stored of the turn (and so could have shown).
+        shown = [e for e in await stored_events(second, run_id) if e["turn"] == 2]
+        assert [e["type"] for e in shown][:2] == ["node_started", "input_received"]
+        assert "llm_started" in [e["type"] for e in shown]
         cluster.first.kill()
         killed = time.monotonic()
 
@@ -332,7 +344,10 @@ async def test_a_turn_whose_process_is_killed_is_executed_again_by_the_other_onc
     completed = [e for e in second_turn if e["type"] == "llm_completed"]
     assert [e["data"]["text"] for e in completed] == [message]
     assert second_turn[-1]["type"] == "waiting_for_input"
+    assert second_turn[: len(shown)] == shown  # each keeps its seq across the crash
     log = cluster.second.log()
     assert "executing turn 2 again after its server stopped" in log
     assert "replayed as" not in log  # the replay went the way the first attempt had
-    assert recovered_after < LEASE_SECONDS + SWEEP_SECONDS + 20 * WORD_DELAY + 2
+    assert_no_errors(cluster.second)
+    # Within a lease, a sweep interval and the LLM's second run (with room for a slow CI).
+    assert recovered_after < LEASE_SECONDS + SWEEP_SECONDS + 20 * WORD_DELAY + 5
