@@ -159,6 +159,63 @@ class RunDocument(msgspec.Struct, kw_only=True):
         return max(self.state.seq, self.log[-1].seq if self.log else 0) + 1
 
 
+class StateSummary(msgspec.Struct, kw_only=True):
+    """The part of ``CommittedState`` a listing reads."""
+
+    status: RunStatus
+    turn: int
+    current_node: str | None
+    updated_at: datetime
+
+
+class ClaimSummary(msgspec.Struct, kw_only=True):
+    """The part of ``Claim`` a listing reads: how far the executing turn has got."""
+
+    started_at: datetime
+    current_node: str | None = None
+    visited_nodes: list[str] | None = None
+
+
+class RunSummaryDocument(msgspec.Struct, kw_only=True):
+    """A run as a listing reads it (``RUN_SUMMARY_FIELDS``): what tells where it stands,
+    without its variables, history, output or log, which can weigh megabytes each."""
+
+    id: ObjectId = msgspec.field(name="_id")
+    workflow_id: ObjectId
+    version: int
+    created_at: datetime
+    execution_source: str
+    total_nodes: int
+    state: StateSummary
+    # Absent, not null, when the run has no claim: a projection of ``claim.*`` leaves out
+    # a ``claim`` that is not a document.
+    claim: ClaimSummary | None = None
+    visited_nodes: list[str] = msgspec.field(default_factory=list)
+    completed_at: datetime | None = None
+
+
+# The projection that reads a RunSummaryDocument.
+RUN_SUMMARY_FIELDS = dict.fromkeys(
+    (
+        "workflow_id",
+        "version",
+        "created_at",
+        "execution_source",
+        "total_nodes",
+        "visited_nodes",
+        "completed_at",
+        "state.status",
+        "state.turn",
+        "state.current_node",
+        "state.updated_at",
+        "claim.started_at",
+        "claim.current_node",
+        "claim.visited_nodes",
+    ),
+    1,
+)
+
+
 class TurnEventsDocument(msgspec.Struct, kw_only=True):
     """The events of one turn of one run, once archived: one document a turn, so that none
     grows without bound and a turn costs one insert. Its ``_id`` is ``<run_id>:<turn, 8

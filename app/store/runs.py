@@ -13,24 +13,30 @@ and ``run_events`` holds every archived turn as one document. A turn is archived
 its commit, off the turn's critical path; a later commit trims the archived turns from
 the log (``TurnExecutor``). Readers read the run document first and the archive second,
 so that an event archived in between is found in the archive.
+
+A listing (``list_page``) reads a summary of each run (``RUN_SUMMARY_FIELDS``, never
+variables or events), newest first, from an index that its filters and the order share.
 """
 
 import contextlib
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from app.engine.state import WAITING_STATUSES, Event
+from app.engine.state import WAITING_STATUSES, Event, RunStatus
 from app.store.database import Database
 from app.store.documents import (
+    RUN_SUMMARY_FIELDS,
     Claim,
     CommittedState,
     LiveText,
     RunDocument,
+    RunSummaryDocument,
     TurnEventsDocument,
     encode_log,
     from_document,
@@ -43,19 +49,54 @@ _TURNS_PER_QUERY = 1_000  # archived turns read in one query (well under 16 MB)
 _DUPLICATE_KEY = 11000
 
 
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a listing shows; None matches any."""
+
+    workflow_id: ObjectId | None = None
+    # ``running``: a turn is executing (the run has a claim); any other: the status the
+    # last committed turn left, with no turn executing.
+    status: RunStatus | None = None
+    created_after: datetime | None = None  # created at or after
+    created_before: datetime | None = None  # created strictly before
+
+
 class RunStore:
     def __init__(self, database: Database) -> None:
         self._runs = database["runs"]
         self._events = database["run_events"]
 
     async def ensure_indexes(self) -> None:
+        # Listing (``list_page``): each filter the API allows is equalities on a prefix of
+        # one of these, then the range on _id that the cursor and the times set, in the
+        # order of the sort; so a page reads about as many index keys and runs as it shows.
+        for equalities in ([], ["workflow_id"], ["state.status"], ["workflow_id", "state.status"]):
+            await self._runs.create_index(
+                [("tenant", ASCENDING), *((f, ASCENDING) for f in equalities), ("_id", DESCENDING)]
+            )
+        # Runs with a turn executing now: few at any time, so the workflow is matched in
+        # this index's keys rather than given one of its own. A query uses a partial index
+        # only when it names the index's filter: ``_listing_query`` does, word for word.
         await self._runs.create_index(
-            [("tenant", ASCENDING), ("workflow_id", ASCENDING), ("_id", DESCENDING)]
+            [("tenant", ASCENDING), ("_id", DESCENDING), ("workflow_id", ASCENDING)],
+            partialFilterExpression=_RUNNING,
+            name="tenant_running_runs",
         )
         # The sweep looks for expired leases; runs without a claim are not in this index.
         await self._runs.create_index([("claim.expires_at", ASCENDING)], sparse=True)
         # What users query a run's archived events by.
         await self._events.create_index([("run_id", ASCENDING), ("turn", ASCENDING)])
+
+    async def list_page(
+        self, tenant: str, run_filter: RunFilter, limit: int, before: ObjectId | None
+    ) -> list[RunSummaryDocument]:
+        """Up to ``limit`` of the tenant's runs that ``run_filter`` matches, newest (highest
+        id) first; ``before`` is the cursor: the id of the last run already seen."""
+        query = _listing_query(tenant, run_filter, before)
+        if query is None:
+            return []
+        cursor = self._runs.find(query, RUN_SUMMARY_FIELDS).sort("_id", DESCENDING).limit(limit)
+        return [from_document(raw, RunSummaryDocument) for raw in await cursor.to_list(None)]
 
     async def insert(self, run: RunDocument) -> None:
         await self._runs.insert_one(to_document(run))
@@ -220,3 +261,75 @@ class RunStore:
             for raw in await cursor.sort("_id", ASCENDING).to_list(None):
                 found.append(from_document(raw, TurnEventsDocument))
         return found
+
+
+# A run has a turn executing when its claim is a document (it is null between turns).
+_RUNNING = {"claim": {"$type": "object"}}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+# The times BSON and Python can both hold, in milliseconds since the epoch.
+_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MILLISECOND
+_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MILLISECOND
+# An ObjectId starts with the second it was made, as 32 unsigned bits.
+_MAX_ID_SECOND = 2**32 - 1
+# A run's id is made just after its created_at, on the same clock (TurnExecutor): it holds
+# the second of created_at, or the next one across a second's edge. Bounds on ids derived
+# from times leave this much more each way (for a clock stepped between the two readings).
+_ID_SLACK_SECONDS = 1
+
+
+def _listing_query(
+    tenant: str, run_filter: RunFilter, before: ObjectId | None
+) -> dict[str, Any] | None:
+    """The query of a listing, or None when no run can match.
+
+    Creation times become bounds on ``_id`` as well, so that they narrow the index range
+    that every listing index ends with; ``created_at`` (to the millisecond) decides.
+    """
+    query: dict[str, Any] = {"tenant": tenant}
+    if run_filter.workflow_id is not None:
+        query["workflow_id"] = run_filter.workflow_id
+    if run_filter.status == RunStatus.RUNNING:
+        query.update(_RUNNING)
+    elif run_filter.status is not None:
+        query["state.status"] = run_filter.status.value
+        query["claim"] = None
+    created: dict[str, datetime] = {}
+    ids: dict[str, ObjectId] = {}
+    if run_filter.created_after is not None:
+        after = _ceiling_ms(run_filter.created_after)
+        if after > _MAX_MS:
+            return None
+        if after > _MIN_MS:
+            created["$gte"] = _EPOCH + after * _MILLISECOND
+            ids["$gte"] = _first_id_of_second(after // 1000 - _ID_SLACK_SECONDS)
+    if run_filter.created_before is not None:
+        until = _ceiling_ms(run_filter.created_before)
+        if until <= _MIN_MS:
+            return None
+        if until <= _MAX_MS:
+            created["$lt"] = _EPOCH + until * _MILLISECOND
+            # The last created_at that matches is until - 1 ms; its id holds that second,
+            # or the next one: ids made before the second after that match.
+            id_until = (until - 1) // 1000 + 2 + _ID_SLACK_SECONDS
+            if id_until <= _MAX_ID_SECOND:
+                ids["$lt"] = _first_id_of_second(id_until)
+    if before is not None:
+        ids["$lt"] = min(ids["$lt"], before) if "$lt" in ids else before
+    if ids:
+        query["_id"] = ids
+    if created:
+        query["created_at"] = created
+    return query
+
+
+def _ceiling_ms(moment: datetime) -> int:
+    """``moment`` in milliseconds since the epoch, rounded up: MongoDB keeps times to the
+    millisecond, so ``created_at >= t`` and ``created_at < t`` mean the same with ``t``
+    rounded up. Computed on integers, so that no time Python can hold overflows."""
+    return -(-(moment - _EPOCH) // _MILLISECOND)
+
+
+def _first_id_of_second(second: int) -> ObjectId:
+    """The lowest ObjectId made in ``second`` (since the epoch), within what ids can hold."""
+    return ObjectId(min(max(second, 0), _MAX_ID_SECOND).to_bytes(4, "big") + bytes(8))
