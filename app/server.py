@@ -15,7 +15,7 @@ from app.api.auth import ApiKeyAuthentication
 from app.api.errors import handle_http_exception, handle_tandem_error, handle_unexpected
 from app.api.health import healthz, readyz
 from app.api.openapi import StructSchemaWithOurMeta, openapi_config
-from app.api.runs import ExecuteController, RunController
+from app.api.runs import ExecuteController, RunController, RunListController
 from app.api.workflows import WorkflowController
 from app.clock import Clock, utc_now
 from app.config import Settings
@@ -88,6 +88,7 @@ def create_app(
             WorkflowController,
             ExecuteController,
             RunController,
+            RunListController,
             healthz,
             readyz,
         ],

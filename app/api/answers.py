@@ -1,16 +1,17 @@
-"""Building answers from runs: a turn's, a run's status, an accepted asynchronous turn."""
+"""Building answers from runs: a turn's, a run's status, a listing's summary of a run, an
+accepted asynchronous turn."""
 
 from typing import Any
 
 from litestar import Request
 
-from app.api.schemas import RunDetail, TurnAccepted, TurnAnswer
+from app.api.schemas import RunDetail, RunSummary, TurnAccepted, TurnAnswer
 from app.engine.state import TERMINAL_STATUSES, WAITING_STATUSES, RunStatus
 from app.services.turn_model import PreparedTurn, TurnResult
-from app.store.documents import RunDocument
+from app.store.documents import RunDocument, RunSummaryDocument
 
 
-def reported_status(run: RunDocument) -> RunStatus:
+def reported_status(run: RunDocument | RunSummaryDocument) -> RunStatus:
     """A run with a turn executing now is ``running``; else the state its last turn left."""
     return RunStatus.RUNNING if run.claim is not None else run.state.status
 
@@ -36,8 +37,7 @@ def turn_answer(result: TurnResult) -> TurnAnswer:
 def run_detail(run: RunDocument) -> RunDetail:
     claim = run.claim
     status = reported_status(run)
-    visited = claim.visited_nodes if claim is not None and claim.visited_nodes else None
-    completed_nodes = len(visited if visited is not None else run.visited_nodes)
+    completed_nodes = _completed_nodes(run)
     return RunDetail(
         run_id=str(run.id),
         workflow_id=str(run.workflow_id),
@@ -59,6 +59,32 @@ def run_detail(run: RunDocument) -> RunDetail:
         execution_source=run.execution_source,
         retry_count=run.retry_count,
     )
+
+
+def run_summary(run: RunSummaryDocument) -> RunSummary:
+    """A run as a listing shows it: the same status, progress and node as its detail."""
+    claim = run.claim
+    status = reported_status(run)
+    return RunSummary(
+        run_id=str(run.id),
+        workflow_id=str(run.workflow_id),
+        version=run.version,
+        status=status,
+        turn=run.state.turn,
+        progress=_progress(status, _completed_nodes(run), run.total_nodes),
+        current_node=claim.current_node if claim is not None else run.state.current_node,
+        execution_source=run.execution_source,
+        created_at=run.created_at,
+        updated_at=run.state.updated_at,
+        completed_at=run.completed_at,
+    )
+
+
+def _completed_nodes(run: RunDocument | RunSummaryDocument) -> int:
+    """How many nodes the run has executed at least once, the executing turn's included."""
+    claim = run.claim
+    visited = claim.visited_nodes if claim is not None and claim.visited_nodes else None
+    return len(visited if visited is not None else run.visited_nodes)
 
 
 def _progress(status: RunStatus, completed_nodes: int, total_nodes: int) -> int:

@@ -1,6 +1,7 @@
 """Turning path, query and body values into the ids and requests the services take."""
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -10,6 +11,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from app.api.schemas import ID_DESCRIPTION, ID_PATTERN_IN, ExecuteRequest
 from app.engine.compiler import RESERVED_NAMES
+from app.engine.state import RunStatus
 from app.engine.templating import INT64_MAX, MAX_VALUE_DEPTH, EvaluationError, to_storable
 from app.errors import (
     DefinitionRejected,
@@ -17,6 +19,7 @@ from app.errors import (
     InvalidId,
     InvalidInput,
     InvalidJson,
+    InvalidParameter,
     TandemError,
     UnknownCommand,
 )
@@ -60,6 +63,40 @@ CursorQuery = Annotated[
     ),
 ]
 
+WorkflowIdQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Only this workflow's runs. " + ID_DESCRIPTION,
+        schema_extra={"pattern": ID_PATTERN_IN},
+    ),
+]
+RunStatusQuery = Annotated[
+    RunStatus | None,
+    QueryParameter(
+        description="Only runs with this status. `running`: a turn is executing now; any"
+        " other: the status the run's last turn left, with no turn executing (a run waiting"
+        " for input whose next turn is executing is `running`). A run is stored with its"
+        " first turn executing, so `not_started` and `started` list nothing."
+    ),
+]
+# Times are checked by ``moment`` (a 400 that names the parameter); documented as RFC 3339.
+CreatedAfterQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Only runs created at or after this time (ISO 8601 with its offset:"
+        " `2026-11-23T12:00:00Z`, `…+01:00`; write `+` as `%2B` in a URL).",
+        schema_extra={"format": "date-time"},
+    ),
+]
+CreatedBeforeQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Only runs created before this time (ISO 8601 with its offset).",
+        schema_extra={"format": "date-time"},
+    ),
+]
+_MOMENT = Annotated[datetime, msgspec.Meta(tz=True)]
+
 
 def object_id(value: str, name: str) -> ObjectId:
     """A 24-hex-digit id, or a 400 that says what is wrong."""
@@ -70,6 +107,20 @@ def object_id(value: str, name: str) -> ObjectId:
             errors=[ErrorItem(path=name, message="must be 24 hexadecimal digits")],
         )
     return ObjectId(value.lower())
+
+
+def moment(value: str, name: str) -> datetime:
+    """An ISO 8601 (RFC 3339) time with its offset, or a 400 that says what is wrong."""
+    try:
+        return msgspec.convert(value, _MOMENT)
+    except msgspec.ValidationError:
+        # A + that the URL did not encode arrives as a space.
+        hint = " (a + in a URL must be written %2B)" if " " in value.strip() else ""
+        raise InvalidParameter(
+            f"{name} must be a time with its offset, like 2026-11-23T12:00:00Z, not"
+            f" {value[:40]!r}{hint}.",
+            errors=[ErrorItem(path=name, message="must be an ISO 8601 time with its offset")],
+        ) from None
 
 
 def turn_request(body: ExecuteRequest | None, version: int | None, source: str) -> TurnRequest:

@@ -1,24 +1,33 @@
-"""Turns (``POST /v1/workflows/{id}/execute``) and runs (``/v1/runs``): reading, following
-and cancelling them."""
+"""Turns (``POST /v1/workflows/{id}/execute``) and runs (``/v1/runs``): listing, reading,
+following and cancelling them."""
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
+from bson import ObjectId
 from litestar import Controller, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody
 from litestar.response import ServerSentEvent
 
-from app.api.answers import run_detail, turn_accepted, turn_answer
+from app.api.answers import run_detail, run_summary, turn_accepted, turn_answer
 from app.api.dependencies import API_KEY_SECURITY, Caller
 from app.api.errors import error_responses
 from app.api.openapi import StreamOperation, TurnOperation
 from app.api.params import (
+    CreatedAfterQuery,
+    CreatedBeforeQuery,
+    CursorQuery,
     IdPath,
     JsonBodyRequest,
+    LimitQuery,
+    RunStatusQuery,
     TurnQuery,
     VersionQuery,
+    WorkflowIdQuery,
+    moment,
     object_id,
     turn_request,
 )
@@ -27,11 +36,13 @@ from app.api.schemas import (
     ExecuteRequest,
     RunDetail,
     RunEvents,
+    RunPage,
     TurnAccepted,
     TurnAnswer,
 )
 from app.api.streaming import position_after, stream_run, stream_turn
 from app.errors import ErrorItem, InvalidParameter
+from app.services.listing import PageOfRuns
 from app.services.run_services import RunServices
 from app.services.turn_model import DEFAULT_SOURCE
 
@@ -155,6 +166,89 @@ def _execution_source(header: str) -> str:
             errors=[ErrorItem(path="headers.X-Execution-Source", message="is not a name")],
         )
     return header.upper()
+
+
+_LISTING_DESCRIPTION = (
+    "Newest first, `limit` at a time: pass `next_cursor` as `cursor` for the next page"
+    " (null on the last one). Paging is by run id, so a run created meanwhile never makes"
+    " a run repeat or go missing. Filters combine; each item is a summary, the run itself"
+    " is at `GET /v1/runs/{run_id}`."
+)
+
+
+class RunListController(Controller):
+    path = "/v1"
+    tags = ["runs"]
+    security = API_KEY_SECURITY
+
+    @get(
+        "/runs",
+        summary="List runs",
+        description=_LISTING_DESCRIPTION,
+        responses=error_responses("invalid_id", "validation_error", "unauthorized"),
+    )
+    async def list_runs(
+        self,
+        request: Caller,
+        runs: Runs,
+        workflow_id: WorkflowIdQuery = None,
+        status: RunStatusQuery = None,
+        created_after: CreatedAfterQuery = None,
+        created_before: CreatedBeforeQuery = None,
+        limit: LimitQuery = 20,
+        cursor: CursorQuery = None,
+    ) -> RunPage:
+        page = await runs.lister.page(
+            request.user,
+            limit,
+            _cursor(cursor),
+            workflow_id=object_id(workflow_id, "workflow_id") if workflow_id is not None else None,
+            status=status,
+            created_after=_moment(created_after, "created_after"),
+            created_before=_moment(created_before, "created_before"),
+        )
+        return _run_page(page)
+
+    @get(
+        "/workflows/{workflow_id:str}/runs",
+        summary="List a workflow's runs",
+        description=_LISTING_DESCRIPTION,
+        responses=error_responses("invalid_id", "validation_error", "unauthorized", "not_found"),
+    )
+    async def list_workflow_runs(
+        self,
+        request: Caller,
+        runs: Runs,
+        workflow_id: IdPath,
+        status: RunStatusQuery = None,
+        created_after: CreatedAfterQuery = None,
+        created_before: CreatedBeforeQuery = None,
+        limit: LimitQuery = 20,
+        cursor: CursorQuery = None,
+    ) -> RunPage:
+        page = await runs.lister.page_of_workflow(
+            request.user,
+            object_id(workflow_id, "workflow_id"),
+            limit,
+            _cursor(cursor),
+            status=status,
+            created_after=_moment(created_after, "created_after"),
+            created_before=_moment(created_before, "created_before"),
+        )
+        return _run_page(page)
+
+
+def _moment(value: str | None, name: str) -> datetime | None:
+    return moment(value, name) if value is not None else None
+
+
+def _cursor(cursor: str | None) -> ObjectId | None:
+    return object_id(cursor, "cursor") if cursor is not None else None
+
+
+def _run_page(page: PageOfRuns) -> RunPage:
+    next_cursor = str(page.next_cursor) if page.next_cursor is not None else None
+    return RunPage(items=[run_summary(run) for run in page.runs], next_cursor=next_cursor)
 
 
 class RunController(Controller):

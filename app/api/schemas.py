@@ -185,6 +185,32 @@ class TurnAnswer(msgspec.Struct):
     error: str | None
 
 
+# Fields that a run's detail and a listing's summary both carry.
+Progress = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=100,
+        description="How much of the workflow the run has done: 100 once it has ended;"
+        " before, the share of the workflow's nodes it has executed at least once (each"
+        " node counted once, however often a loop runs it), at most 99.",
+    ),
+]
+CurrentNode = Annotated[
+    str | None, Meta(description="The node executing now, or where the run waits or ended.")
+]
+CompletedAt = Annotated[
+    datetime | None, Meta(description="When the run ended; null while it can go on.")
+]
+ExecutionSource = Annotated[
+    str,
+    Meta(
+        description="Who started the run: the `X-Execution-Source` header of its first"
+        " turn (`API` when absent; the playground sends `PLAYGROUND`)."
+    ),
+]
+
+
 class RunDetail(msgspec.Struct):
     run_id: Id
     workflow_id: Id
@@ -197,40 +223,49 @@ class RunDetail(msgspec.Struct):
     output: Any
     error: str | None
     variables: dict[str, Any]
-    progress: Annotated[
-        int,
-        Meta(
-            ge=0,
-            le=100,
-            description="How much of the workflow the run has done: 100 once it has ended;"
-            " before, the share of the workflow's nodes it has executed at least once (each"
-            " node counted once, however often a loop runs it), at most 99.",
-        ),
-    ]
-    current_node: Annotated[
-        str | None, Meta(description="The node executing now, or where the run waits or ended.")
-    ]
+    progress: Progress
+    current_node: CurrentNode
     completed_nodes: Annotated[
         int, Meta(description="How many distinct nodes the run has executed at least once.")
     ]
     total_nodes: Annotated[int, Meta(description="How many nodes the run's workflow version has.")]
     started_at: Annotated[datetime, Meta(description="When the run's first turn started.")]
-    completed_at: Annotated[
-        datetime | None, Meta(description="When the run ended; null while it can go on.")
-    ]
-    execution_source: Annotated[
-        str,
-        Meta(
-            description="Who started the run: the `X-Execution-Source` header of its first"
-            " turn (`API` when absent; the playground sends `PLAYGROUND`)."
-        ),
-    ]
+    completed_at: CompletedAt
+    execution_source: ExecutionSource
     retry_count: Annotated[
         int,
         Meta(
             description="How many times an interrupted turn (its server died) was executed again."
         ),
     ]
+
+
+class RunSummary(msgspec.Struct):
+    """A run in a listing: where it stands, without its variables, output or events (read
+    them with ``GET /v1/runs/{run_id}``)."""
+
+    run_id: Id
+    workflow_id: Id
+    version: int
+    status: RunStatus
+    turn: int
+    progress: Progress
+    current_node: CurrentNode
+    execution_source: ExecutionSource
+    created_at: datetime
+    updated_at: Annotated[
+        datetime,
+        Meta(description="When the run's last turn was committed (before any was: created_at)."),
+    ]
+    completed_at: CompletedAt
+
+
+class RunPage(msgspec.Struct):
+    """Runs, newest first; ``next_cursor`` (null on the last page) is the ``cursor`` of the
+    next page."""
+
+    items: list[RunSummary]
+    next_cursor: Id | None
 
 
 class TurnAccepted(msgspec.Struct):

@@ -1,6 +1,7 @@
-"""The services of runs, wired together: executing turns, cancelling, reading, following,
-and the sweep for turns whose server died. Handlers take this one object (one dependency
-a handler: Litestar resolves two or more in a task group, a cost paid on every turn)."""
+"""The services of runs, wired together: executing turns, cancelling, reading, listing,
+following, and the sweep for turns whose server died. Handlers take this one object (one
+dependency a handler: Litestar resolves two or more in a task group, a cost paid on every
+turn)."""
 
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from app.services.archiving import EventArchiver
 from app.services.cancelling import RunCanceller
 from app.services.executing import TurnExecutor
 from app.services.following import RunFollower
+from app.services.listing import RunLister
 from app.services.live import LiveRuns
 from app.services.reading import RunReader
 from app.services.sweeping import InterruptedTurnSweeper
@@ -23,6 +25,7 @@ class RunServices:
     executor: TurnExecutor
     canceller: RunCanceller
     reader: RunReader
+    lister: RunLister
     follower: RunFollower
     sweeper: InterruptedTurnSweeper
 
@@ -46,6 +49,7 @@ class RunServices:
             executor=executor,
             canceller=canceller,
             reader=reader,
+            lister=RunLister(runs, workflows),
             follower=RunFollower(
                 reader, live, poll_seconds, settings.stream_keepalive.total_seconds()
             ),

@@ -81,11 +81,15 @@ async def test_ids_and_bounds_are_documented_in_every_slot(spec: Spec) -> None:
         for parameter in operation.get("parameters", [])
     }
     ids = {key: schema for key, schema in parameters.items() if key[2].endswith("_id")}
-    assert len(ids) == 9
+    assert len(ids) == 11
     assert all(schema["pattern"] == ID_PATTERN_IN for schema in ids.values())
-    assert parameters["GET", "/v1/workflows", "cursor"]["pattern"] == ID_PATTERN_IN
-    limit = parameters["GET", "/v1/workflows", "limit"]
-    assert (limit["minimum"], limit["maximum"]) == (1, 100)
+    for listing in ("/v1/workflows", "/v1/runs", "/v1/workflows/{workflow_id}/runs"):
+        assert parameters["GET", listing, "cursor"]["pattern"] == ID_PATTERN_IN
+        limit = parameters["GET", listing, "limit"]
+        assert (limit["minimum"], limit["maximum"]) == (1, 100)
+    for listing in ("/v1/runs", "/v1/workflows/{workflow_id}/runs"):
+        for name in ("created_after", "created_before"):
+            assert parameters["GET", listing, name]["format"] == "date-time"
     int64 = 2**63 - 1
     assert parameters["GET", "/v1/workflows/{workflow_id}/versions/{version}", "version"] == {
         "type": "integer",
@@ -98,7 +102,15 @@ async def test_ids_and_bounds_are_documented_in_every_slot(spec: Spec) -> None:
     assert (turn["minimum"], turn["maximum"]) == (1, int64)
     schemas = spec["components"]["schemas"]
     assert schemas["ExecuteRequest"]["properties"]["run_id"]["pattern"] == ID_PATTERN_IN
-    for name in ("TurnAnswer", "RunDetail", "RunEvents", "WorkflowCreated", "VersionDetail"):
+    names = (
+        "TurnAnswer",
+        "RunDetail",
+        "RunSummary",
+        "RunEvents",
+        "WorkflowCreated",
+        "VersionDetail",
+    )
+    for name in names:
         answer_ids = {k: v for k, v in schemas[name]["properties"].items() if k.endswith("_id")}
         assert answer_ids and all(v["pattern"] == ID_PATTERN_OUT for v in answer_ids.values())
 
