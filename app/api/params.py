@@ -55,6 +55,7 @@ TurnQuery = Annotated[
     ),
 ]
 LimitQuery = Annotated[int, QueryParameter(ge=1, le=100, description="At most this many items.")]
+DEFAULT_LIMIT = 20  # the items of a listing's page when the request names no limit
 CursorQuery = Annotated[
     str | None,
     QueryParameter(

@@ -17,6 +17,7 @@ from app.api.dependencies import API_KEY_SECURITY, Caller
 from app.api.errors import error_responses
 from app.api.openapi import StreamOperation, TurnOperation
 from app.api.params import (
+    DEFAULT_LIMIT,
     CreatedAfterQuery,
     CreatedBeforeQuery,
     CursorQuery,
@@ -195,7 +196,7 @@ class RunListController(Controller):
         status: RunStatusQuery = None,
         created_after: CreatedAfterQuery = None,
         created_before: CreatedBeforeQuery = None,
-        limit: LimitQuery = 20,
+        limit: LimitQuery = DEFAULT_LIMIT,
         cursor: CursorQuery = None,
     ) -> RunPage:
         page = await runs.lister.page(
@@ -223,7 +224,7 @@ class RunListController(Controller):
         status: RunStatusQuery = None,
         created_after: CreatedAfterQuery = None,
         created_before: CreatedBeforeQuery = None,
-        limit: LimitQuery = 20,
+        limit: LimitQuery = DEFAULT_LIMIT,
         cursor: CursorQuery = None,
     ) -> RunPage:
         page = await runs.lister.page_of_workflow(

@@ -9,6 +9,7 @@ from litestar.params import JSONBody
 from app.api.dependencies import API_KEY_SECURITY, Caller
 from app.api.errors import error_responses
 from app.api.params import (
+    DEFAULT_LIMIT,
     CursorQuery,
     IdPath,
     JsonBodyRequest,
@@ -94,7 +95,7 @@ class WorkflowController(Controller):
         self,
         request: Caller,
         workflows: Workflows,
-        limit: LimitQuery = 20,
+        limit: LimitQuery = DEFAULT_LIMIT,
         cursor: CursorQuery = None,
     ) -> WorkflowPage:
         before = object_id(cursor, "cursor") if cursor is not None else None
