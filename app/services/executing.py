@@ -25,6 +25,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -184,7 +185,7 @@ class TurnExecutor:
         now = self._clock()
         claim = self._new_claim(turn_input)
         run = RunDocument(
-            id=ObjectId(),
+            id=_run_id(now),
             tenant=tenant,
             workflow_id=workflow_id,
             version=pinned,
@@ -549,6 +550,12 @@ class _ReplayedLlm:
             return await self._llm.complete(call, on_delta)
         stored = self._completed.pop(0).data
         return LlmReply(text=stored["text"], usage=stored.get("usage"))
+
+
+def _run_id(now: datetime) -> ObjectId:
+    """A new run's id, whose leading second is ``now``'s (the clock's, which tests move):
+    listings turn time filters into bounds on ``_id``, so they must agree."""
+    return ObjectId(int(now.timestamp()).to_bytes(4, "big") + ObjectId().binary[4:])
 
 
 def _stored_bytes(state: CommittedState, log: list[Event]) -> int:

@@ -172,3 +172,16 @@ async def test_the_support_triage_example_routes_by_urgency(client: Client) -> N
     }
     done = await turn(client, workflow_id, run_id)
     assert done["output"]["queue"] == "billing-normal" and done["output"]["note"] is None
+
+
+async def test_a_run_id_carries_the_second_of_its_creation(client: Client, booking_id: str) -> None:
+    """Listings filter by time through ``_id`` bounds: the id and ``created_at`` agree,
+    also on the test's own clock."""
+    from datetime import datetime
+
+    from bson import ObjectId
+
+    run_id = (await turn(client, booking_id))["run_id"]
+    created = (await client.get(f"/v1/runs/{run_id}")).json()["created_at"]
+    created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    assert ObjectId(run_id).generation_time == created_at.replace(microsecond=0)
