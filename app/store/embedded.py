@@ -15,14 +15,20 @@ document holds (dicts, lists and immutable leaves); anything else goes to mongom
 import copy
 import types
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 
 _patched = False
 _LEAVES = (str, int, float, bool, type(None), ObjectId, datetime, bytes)
-_mongomock_as_stored: Callable[[Any], Any] = lambda value: value
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+_mongomock_as_stored: Callable[[Any], Any] = _identity
 
 
 def open_embedded_client() -> Any:
@@ -121,5 +127,5 @@ def _as_read(value: Any) -> Any:
     if kind is list or kind is tuple:
         return [_as_read(item) for item in value]
     if kind is datetime:
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
     return value
