@@ -15,6 +15,13 @@ from app.store.store import Store
 Caller = Request[str, Any, Any]
 
 
+def run_services(request: Caller) -> RunServices:
+    """The run services, for a handler that takes them from the request rather than as
+    the ``runs`` dependency (the execute handler: a dependency is resolved every turn)."""
+    services: RunServices = request.app.state.runs
+    return services
+
+
 def provide_workflows(state: State) -> WorkflowService:
     service: WorkflowService = state.workflows
     return service

@@ -9,6 +9,7 @@ import msgspec
 # Litestar's plugin for msgspec Structs is not exported; ours extends it rather than
 # copy it. tests/api/test_openapi_and_health.py checks what it adds.
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     Components,
@@ -17,6 +18,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -112,13 +114,43 @@ SSE_DESCRIPTION = (
 )
 
 
+# Who starts a run (the X-Execution-Source header): a name, as the handler checks it.
+EXECUTION_SOURCE_PATTERN = "[A-Za-z][A-Za-z0-9_-]{0,31}"
+
+
+def _optional_header(name: str, description: str, **schema: Any) -> Parameter:
+    return Parameter(
+        name=name,
+        param_in=ParamType.HEADER,
+        required=False,
+        description=description,
+        schema=Schema(type=OpenAPIType.STRING, default="", description=description, **schema),
+    )
+
+
+TURN_HEADERS = (
+    _optional_header(
+        "Prefer",
+        "`respond-async`: answer `202` at once and execute the turn in the background.",
+    ),
+    _optional_header(
+        "X-Execution-Source",
+        "Who starts the run (`API` when absent, `PLAYGROUND`, …): letters, digits, `_` and"
+        " `-`, at most 32; shown upper-cased as the run's `execution_source`.",
+        pattern=f"^{EXECUTION_SOURCE_PATTERN}$",
+    ),
+)
+
+
 @dataclass
 class TurnOperation(Operation):
     """The execute operation, which Litestar documents from the handler's signature as a
     JSON answer to a required body. A turn also streams as SSE, and an empty body is a
-    valid first turn; Litestar has no way to say either from the handler alone."""
+    valid first turn; Litestar has no way to say either from the handler alone. Nor does
+    it see the headers the handler reads itself (``TURN_HEADERS``)."""
 
     def __post_init__(self) -> None:
+        self.parameters = [*(self.parameters or []), *TURN_HEADERS]
         if isinstance(self.request_body, RequestBody):
             self.request_body.required = False
         answer = (self.responses or {}).get("200")

@@ -6,7 +6,10 @@ path, and in batches: the turns committed while one insert is in flight go toget
 the next, so that under load a turn costs a fraction of a round trip to archive. This
 process remembers which turns it has archived, so that its next commit of the run can
 trim them from the run's log; a turn it does not know to be archived stays in the log
-(and is archived again, harmlessly) until one does.
+(and is archived again, harmlessly) until one does. A turn whose insert is in flight is
+not queued again meanwhile: under load, a run's next turn often commits before the
+previous turn's insert is answered, and inserting its events twice would cost the insert
+and a duplicate-key error each time.
 """
 
 import asyncio
@@ -29,6 +32,8 @@ class EventArchiver:
         # The latest committed state of each run waiting for the next insert: it holds
         # every turn of the run not archived yet.
         self._waiting: dict[ObjectId, tuple[RunDocument, list[int]]] = {}
+        # The last turn of each run whose insert is in flight.
+        self._in_flight: dict[ObjectId, int] = {}
         self._inserting: asyncio.Task[None] | None = None
 
     def archived_through(self, run_id: ObjectId) -> int:
@@ -37,12 +42,17 @@ class EventArchiver:
 
     def start(self, run: RunDocument) -> None:
         """Archive, in the background, every finished turn in ``run.log``."""
-        turns = sorted({event.turn for event in run.log if event.turn <= run.state.turn})
+        turns = self._turns_to_archive(run)
         if not turns:
             return
         self._waiting[run.id] = (run, turns)
         if self._inserting is None:
             self._inserting = asyncio.create_task(self._insert_batches())
+
+    def _turns_to_archive(self, run: RunDocument) -> list[int]:
+        """The finished turns in ``run.log`` neither known archived nor being inserted."""
+        after = max(self.archived_through(run.id), self._in_flight.get(run.id, 0))
+        return sorted({event.turn for event in run.log if after < event.turn <= run.state.turn})
 
     async def drain(self) -> None:
         while self._inserting is not None:
@@ -53,17 +63,30 @@ class EventArchiver:
             while self._waiting:
                 await asyncio.sleep(0)  # the turns finishing now join this batch
                 batch, self._waiting = self._waiting, {}
+                for run_id, (_, turns) in batch.items():
+                    self._in_flight[run_id] = turns[-1]
                 try:
                     await self._runs.archive(batch.values())
                 except Exception:  # the events stay in the runs' logs: a later turn retries
                     logger.warning(
                         "could not archive the events of %d runs", len(batch), exc_info=True
                     )
-                    continue
-                for run_id, (_, turns) in batch.items():
-                    self._remember(run_id, turns[-1])
+                    self._forget_in_flight(batch)
+                    for run_id in batch.keys() & self._waiting.keys():
+                        # A later commit of the run, queued meanwhile without these turns,
+                        # holds them in its log (they were not known archived): take them.
+                        run, _ = self._waiting[run_id]
+                        self._waiting[run_id] = (run, self._turns_to_archive(run))
+                else:
+                    self._forget_in_flight(batch)
+                    for run_id, (_, turns) in batch.items():
+                        self._remember(run_id, turns[-1])
         finally:
             self._inserting = None
+
+    def _forget_in_flight(self, batch: dict[ObjectId, tuple[RunDocument, list[int]]]) -> None:
+        for run_id in batch:
+            del self._in_flight[run_id]
 
     def _remember(self, run_id: ObjectId, turn: int) -> None:
         known = self._archived_through

@@ -13,6 +13,7 @@ document holds (dicts, lists and immutable leaves); anything else goes to mongom
 """
 
 import copy
+import functools
 import types
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -21,15 +22,17 @@ from typing import Any
 from bson import ObjectId
 
 _patched = False
-_LEAVES = (str, int, float, bool, type(None), ObjectId, datetime, bytes)
+# Immutable values a BSON document holds: every walk returns them as they are, except
+# datetimes, which ``_as_stored`` and ``_as_read`` change.
+_KEPT = frozenset({str, int, float, bool, type(None), ObjectId, bytes})
+_KEPT_BY_COPY = _KEPT | {datetime}
 
 
-def _unchanged(value: Any) -> Any:
+def _identity(value: Any) -> Any:
     return value
 
 
-# mongomock's own conversion of a stored value, kept when it is replaced below.
-_mongomock_as_stored: Callable[[Any], Any] = _unchanged
+_mongomock_as_stored: Callable[[Any], Any] = _identity
 
 
 def open_embedded_client() -> Any:
@@ -46,12 +49,18 @@ def answer_id_lookups_directly() -> None:
         return
     from mongomock import collection, filtering, helpers
     from mongomock.collection import Collection
+    from packaging import version
 
     global _mongomock_as_stored
     collection_module: Any = collection
     helpers_module: Any = helpers
     _mongomock_as_stored = helpers_module.patch_datetime_awareness_in_document
     collection_module.copy = types.SimpleNamespace(deepcopy=_copy, copy=copy.copy)
+    # mongomock parses a version string (``version.parse('4.0')``) on every call, several
+    # times: the same few strings, parsed once here.
+    collection_module.version = types.SimpleNamespace(
+        parse=functools.lru_cache(maxsize=None)(version.parse)
+    )
     helpers_module.patch_datetime_awareness_in_document = _as_stored
     helpers_module.make_datetime_timezone_aware_in_document = _as_read
     copy_field = collection_module._copy_field
@@ -82,7 +91,118 @@ def answer_id_lookups_directly() -> None:
         return iter(found)
 
     Collection._iter_documents = iter_documents  # type: ignore[method-assign]
+    Collection._update = _updating_in_place(Collection._update, collection_module)  # type: ignore[method-assign]
     _patched = True
+
+
+# Update operators that change only the fields they name (and create none elsewhere).
+_FIELD_OPERATORS = frozenset({"$set", "$unset", "$inc", "$max", "$min"})
+_ABSENT = object()
+
+
+def _updating_in_place(update_everywhere: Any, collection_module: Any) -> Any:
+    """mongomock's ``Collection._update``, for the updates Tandem sends, with a smaller copy.
+
+    mongomock copies the whole document before it applies an update to it, to tell
+    whether the update changed it and to put it back if a unique index refuses the
+    change. An update of one document by operators that change only the fields they
+    name (``$set``, ``$inc``, ...; no upsert, no pipeline, ``_id`` left alone) can only
+    change those fields: copying them alone tells and restores the same. Anything else
+    is left to mongomock's own."""
+    helpers = collection_module.helpers
+
+    def update(
+        self: Any,
+        spec: Any,
+        document: Any,
+        upsert: bool = False,
+        manipulate: bool = False,
+        multi: bool = False,
+        check_keys: bool = False,
+        hint: Any = None,
+        session: Any = None,
+        collation: Any = None,
+        let: Any = None,
+        array_filters: Any = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        named = _fields_named(document)
+        if (
+            named is None
+            or "_id" in named
+            or upsert
+            or manipulate
+            or multi
+            or check_keys
+            or hint
+            or session
+            or collation
+            or let
+            or array_filters
+            or kwargs
+        ):
+            return update_everywhere(  # type: ignore[no-any-return]
+                self,
+                spec,
+                document,
+                upsert,
+                manipulate,
+                multi,
+                check_keys,
+                hint=hint,
+                session=session,
+                collation=collation,
+                let=let,
+                array_filters=array_filters,
+                **kwargs,
+            )
+        spec = helpers.patch_datetime_awareness_in_document(spec)
+        document = helpers.patch_datetime_awareness_in_document(document)
+        collection_module.validate_is_mapping("spec", spec)
+        matched = modified = 0
+        for existing in self._iter_documents(spec):
+            matched = 1
+            order = list(existing)
+            before = {name: _copy(existing[name]) for name in named if name in existing}
+            self._apply_update_document(existing, spec, document, False)
+            if any(existing.get(name, _ABSENT) != before.get(name, _ABSENT) for name in named):
+                try:
+                    self._ensure_uniques(existing)
+                except collection_module.DuplicateKeyError:
+                    # Put the document back as it was, fields in their order.
+                    restored = {
+                        name: before[name] if name in before else existing[name] for name in order
+                    }
+                    self._store[restored["_id"]] = restored
+                    raise
+                modified = 1
+            break
+        return {
+            "connectionId": self.database.client._id,
+            "err": None,
+            "n": matched,
+            "nModified": modified,
+            "ok": 1,
+            "upserted": None,
+            "updatedExisting": bool(matched),
+        }
+
+    update.__wrapped__ = update_everywhere  # type: ignore[attr-defined]
+    return update
+
+
+def _fields_named(update: Any) -> set[str] | None:
+    """The top-level fields an update by field operators changes; None for any other
+    update (a pipeline, a replacement, other operators, an empty operator)."""
+    if type(update) is not dict or not update:
+        return None
+    named = set()
+    for operator, fields in update.items():
+        if operator not in _FIELD_OPERATORS or type(fields) is not dict or not fields:
+            return None
+        for path in fields:
+            named.add(path.split(".", 1)[0])
+    return named
 
 
 def _is_key(value: Any) -> bool:
@@ -91,12 +211,13 @@ def _is_key(value: Any) -> bool:
 
 def _copy(value: Any, memo: Any = None) -> Any:
     """``copy.deepcopy`` for what a BSON document holds."""
+    # Immutable items are taken as they are without a call: most of a document's values.
     kind = type(value)
     if kind is dict:
-        return {key: _copy(item) for key, item in value.items()}
+        return {k: v if type(v) in _KEPT_BY_COPY else _copy(v) for k, v in value.items()}
     if kind is list:
-        return [_copy(item) for item in value]
-    if kind in _LEAVES:
+        return [v if type(v) in _KEPT_BY_COPY else _copy(v) for v in value]
+    if kind in _KEPT_BY_COPY:
         return value
     return copy.deepcopy(value)
 
@@ -106,16 +227,18 @@ def _as_stored(value: Any) -> Any:
     mongomock's ``patch_datetime_awareness_in_document`` does)."""
     kind = type(value)
     if kind is dict:
-        return {key: _as_stored(item) for key, item in value.items()}
+        return {k: v if type(v) in _KEPT else _as_stored(v) for k, v in value.items()}
     if kind is list or kind is tuple:
-        return [_as_stored(item) for item in value]
+        return [v if type(v) in _KEPT else _as_stored(v) for v in value]
     if kind is datetime:
         millisecond = (value.microsecond // 1000) * 1000
+        if value.tzinfo is UTC:  # Tandem's own datetimes: nothing to shift
+            return value.replace(tzinfo=None, microsecond=millisecond)
         offset = value.utcoffset()
         if offset is not None:
             return (value - offset).replace(tzinfo=None, microsecond=millisecond)
         return value.replace(microsecond=millisecond)
-    if kind in _LEAVES:
+    if kind in _KEPT:
         return value
     return _mongomock_as_stored(value)  # a subclass (SON, OrderedDict), a Timestamp
 
@@ -124,9 +247,9 @@ def _as_read(value: Any) -> Any:
     """A stored value as a timezone-aware client reads it: datetimes in UTC."""
     kind = type(value)
     if kind is dict:
-        return {key: _as_read(item) for key, item in value.items()}
+        return {k: v if type(v) in _KEPT else _as_read(v) for k, v in value.items()}
     if kind is list or kind is tuple:
-        return [_as_read(item) for item in value]
+        return [v if type(v) in _KEPT else _as_read(v) for v in value]
     if kind is datetime:
         return value.replace(tzinfo=UTC)
     return value
