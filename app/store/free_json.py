@@ -16,6 +16,7 @@ needs escaping, without a copy.
 """
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 _KEY_NEEDS_ESCAPE = re.compile(r"[%$.\x00]")
@@ -28,9 +29,9 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 def escape(value: Any) -> Any:
     """``value`` (any JSON value) as a BSON-storable value."""
     if isinstance(value, dict):
-        return _escape_object(value)
+        return _mapped_object(value, _stored_key, escape)
     if isinstance(value, list):
-        return _escape_array(value)
+        return _mapped_array(value, escape)
     if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
         return {_BIG_INT: str(value)}
     return value
@@ -41,56 +42,44 @@ def unescape(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1 and _BIG_INT in value:
             return int(value[_BIG_INT])
-        return _unescape_object(value)
+        return _mapped_object(value, _json_key, unescape)
     if isinstance(value, list):
-        return _unescape_array(value)
+        return _mapped_array(value, unescape)
     return value
 
 
-def _escape_object(value: dict[str, Any]) -> dict[str, Any]:
+def _mapped_object(
+    value: dict[str, Any], key_of: Callable[[str], str], item_of: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """``value`` with each key and item mapped; ``value`` itself if none changed."""
     changed: dict[str, Any] | None = None
     for index, (key, item) in enumerate(value.items()):
-        stored_key = _escape_key(key) if (not key or _KEY_NEEDS_ESCAPE.search(key)) else key
-        stored_item = escape(item)
-        if changed is None and (stored_key is not key or stored_item is not item):
+        new_key, new_item = key_of(key), item_of(item)
+        if changed is None and (new_key is not key or new_item is not item):
             changed = dict(list(value.items())[:index])
         if changed is not None:
-            changed[stored_key] = stored_item
+            changed[new_key] = new_item
     return value if changed is None else changed
 
 
-def _escape_array(value: list[Any]) -> list[Any]:
+def _mapped_array(value: list[Any], item_of: Callable[[Any], Any]) -> list[Any]:
+    """``value`` with each item mapped; ``value`` itself if none changed."""
     changed: list[Any] | None = None
     for index, item in enumerate(value):
-        stored = escape(item)
-        if changed is None and stored is not item:
+        new_item = item_of(item)
+        if changed is None and new_item is not item:
             changed = value[:index]
         if changed is not None:
-            changed.append(stored)
+            changed.append(new_item)
     return value if changed is None else changed
 
 
-def _unescape_object(value: dict[str, Any]) -> dict[str, Any]:
-    changed: dict[str, Any] | None = None
-    for index, (key, item) in enumerate(value.items()):
-        json_key = _unescape_key(key) if "%" in key else key
-        json_item = unescape(item)
-        if changed is None and (json_key is not key or json_item is not item):
-            changed = dict(list(value.items())[:index])
-        if changed is not None:
-            changed[json_key] = json_item
-    return value if changed is None else changed
+def _stored_key(key: str) -> str:
+    return _escape_key(key) if not key or _KEY_NEEDS_ESCAPE.search(key) else key
 
 
-def _unescape_array(value: list[Any]) -> list[Any]:
-    changed: list[Any] | None = None
-    for index, item in enumerate(value):
-        json_item = unescape(item)
-        if changed is None and json_item is not item:
-            changed = value[:index]
-        if changed is not None:
-            changed.append(json_item)
-    return value if changed is None else changed
+def _json_key(key: str) -> str:
+    return _unescape_key(key) if "%" in key else key
 
 
 def _escape_key(key: str) -> str:
