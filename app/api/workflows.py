@@ -99,7 +99,9 @@ class WorkflowController(Controller):
         cursor: CursorQuery = None,
     ) -> WorkflowPage:
         before = object_id(cursor, "cursor") if cursor is not None else None
-        page = await workflows.list_page(request.user, limit, before)
+        # One more than asked tells whether a next page exists: no empty last page.
+        found = await workflows.list_page(request.user, limit + 1, before)
+        page = found[:limit]
         items = [
             WorkflowSummary(
                 workflow_id=str(w.id),
@@ -110,7 +112,7 @@ class WorkflowController(Controller):
             )
             for w in page
         ]
-        next_cursor = items[-1].workflow_id if len(items) == limit else None
+        next_cursor = items[-1].workflow_id if len(found) > limit else None
         return WorkflowPage(items=items, next_cursor=next_cursor)
 
     @get("/{workflow_id:str}", summary="Read a workflow", responses=error_responses(*_READ))

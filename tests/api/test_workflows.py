@@ -80,6 +80,9 @@ async def test_list_pages_newest_first(client: Client) -> None:
     seen = [item["workflow_id"] for page in (first, second, third) for item in page["items"]]
     assert seen == ids[::-1]
     assert third["next_cursor"] is None
+    # A last page that is exactly full says so too, rather than leading to an empty one.
+    rest = await client.get("/v1/workflows", params={"limit": 3, "cursor": first["next_cursor"]})
+    assert len(rest.json()["items"]) == 3 and rest.json()["next_cursor"] is None
     assert set(first["items"][0]) == {
         "workflow_id",
         "name",
