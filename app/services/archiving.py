@@ -2,8 +2,13 @@
 
 A commit writes a turn's events into the run document with its state (one update); the
 copy into ``run_events`` happens afterwards in the background, off the turn's critical
-path, and in batches: the turns committed while one insert is in flight go together in
-the next, so that under load a turn costs a fraction of a round trip to archive. This
+path, and in batches: an insert waits a moment (``BATCH_WINDOW``) for the turns that
+commit meanwhile, of any run, and so do the turns committed while one insert is in
+flight, so that under load a turn costs a fraction of a round trip to archive (a round
+trip costs PyMongo more CPU than a whole HTTP request costs Litestar). The wait is
+short, so that ``run_events`` follows the runs closely and a run's log (which holds its
+turns until they are archived) stays short; it ends early once a run has
+``MAX_WAITING_TURNS`` turns waiting, and when the archiver is drained. This
 process remembers which turns it has archived, so that its next commit of the run can
 trim them from the run's log; a turn it does not know to be archived stays in the log
 (and is archived again, harmlessly) until one does. A turn whose insert is in flight is
@@ -13,6 +18,7 @@ and a duplicate-key error each time.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 
@@ -23,11 +29,14 @@ from app.store.runs import RunStore
 
 logger = logging.getLogger("tandem")
 _REMEMBERED_RUNS = 100_000
+BATCH_WINDOW = 0.02  # seconds
+MAX_WAITING_TURNS = 8
 
 
 class EventArchiver:
-    def __init__(self, runs: RunStore) -> None:
+    def __init__(self, runs: RunStore, window: float = BATCH_WINDOW) -> None:
         self._runs = runs
+        self._window = window
         self._archived_through: OrderedDict[ObjectId, int] = OrderedDict()
         # The latest committed state of each run waiting for the next insert: it holds
         # every turn of the run not archived yet.
@@ -35,6 +44,9 @@ class EventArchiver:
         # The last turn of each run whose insert is in flight.
         self._in_flight: dict[ObjectId, int] = {}
         self._inserting: asyncio.Task[None] | None = None
+        # Set to end the wait for more turns at once.
+        self._hurry = asyncio.Event()
+        self._draining = False
 
     def archived_through(self, run_id: ObjectId) -> int:
         """The last turn of the run known here to be archived (0 if none is known)."""
@@ -46,6 +58,8 @@ class EventArchiver:
         if not turns:
             return
         self._waiting[run.id] = (run, turns)
+        if len(turns) >= MAX_WAITING_TURNS:
+            self._hurry.set()
         if self._inserting is None:
             self._inserting = asyncio.create_task(self._insert_batches())
 
@@ -55,12 +69,24 @@ class EventArchiver:
         return sorted({event.turn for event in run.log if after < event.turn <= run.state.turn})
 
     async def drain(self) -> None:
-        while self._inserting is not None:
-            await asyncio.shield(self._inserting)
+        """Wait until every turn started is archived (or its insert failed), at once."""
+        self._draining = True
+        self._hurry.set()
+        try:
+            while self._inserting is not None:
+                await asyncio.shield(self._inserting)
+        finally:
+            self._draining = False
+            self._hurry.clear()
 
     async def _insert_batches(self) -> None:
         try:
             while self._waiting:
+                if self._window and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), self._window)
+                if not self._draining:
+                    self._hurry.clear()
                 await asyncio.sleep(0)  # the turns finishing now join this batch
                 batch, self._waiting = self._waiting, {}
                 for run_id, (_, turns) in batch.items():

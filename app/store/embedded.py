@@ -92,6 +92,9 @@ def answer_id_lookups_directly() -> None:
 
     Collection._iter_documents = iter_documents  # type: ignore[method-assign]
     Collection._update = _updating_in_place(Collection._update, collection_module)  # type: ignore[method-assign]
+    Collection.find_one_and_update = _finding_and_updating_at_once(  # type: ignore[method-assign]
+        Collection.find_one_and_update, collection_module
+    )
     _patched = True
 
 
@@ -162,20 +165,7 @@ def _updating_in_place(update_everywhere: Any, collection_module: Any) -> Any:
         matched = modified = 0
         for existing in self._iter_documents(spec):
             matched = 1
-            order = list(existing)
-            before = {name: _copy(existing[name]) for name in named if name in existing}
-            self._apply_update_document(existing, spec, document, False)
-            if any(existing.get(name, _ABSENT) != before.get(name, _ABSENT) for name in named):
-                try:
-                    self._ensure_uniques(existing)
-                except collection_module.DuplicateKeyError:
-                    # Put the document back as it was, fields in their order.
-                    restored = {
-                        name: before[name] if name in before else existing[name] for name in order
-                    }
-                    self._store[restored["_id"]] = restored
-                    raise
-                modified = 1
+            modified = _update_in_place(self, existing, spec, document, named, collection_module)
             break
         return {
             "connectionId": self.database.client._id,
@@ -189,6 +179,81 @@ def _updating_in_place(update_everywhere: Any, collection_module: Any) -> Any:
 
     update.__wrapped__ = update_everywhere  # type: ignore[attr-defined]
     return update
+
+
+def _update_in_place(
+    collection: Any,
+    existing: dict[str, Any],
+    spec: Any,
+    document: dict[str, Any],
+    named: set[str],
+    collection_module: Any,
+) -> int:
+    """Apply ``document`` (as stored) to the stored ``existing``: 1 if it changed it."""
+    order = list(existing)
+    before = {name: _copy(existing[name]) for name in named if name in existing}
+    collection._apply_update_document(existing, spec, document, False)
+    if all(existing.get(name, _ABSENT) == before.get(name, _ABSENT) for name in named):
+        return 0
+    try:
+        collection._ensure_uniques(existing)
+    except collection_module.DuplicateKeyError:
+        # Put the document back as it was, fields in their order.
+        restored = {name: before[name] if name in before else existing[name] for name in order}
+        collection._store[restored["_id"]] = restored
+        raise
+    return 1
+
+
+def _finding_and_updating_at_once(find_everywhere: Any, collection_module: Any) -> Any:
+    """mongomock's ``Collection.find_one_and_update``, for the claims Tandem sends: one
+    document by ``_id``, returned as it was before an update by field operators.
+
+    mongomock runs a whole query for the document (a cursor, a copy, a second walk to
+    read its datetimes), then a whole update that finds it again. Here the document is
+    found once, copied and read in one walk, and updated in place as ``_update`` above
+    does. Anything else is left to mongomock's own."""
+    helpers = collection_module.helpers
+    before_update = collection_module.ReturnDocument.BEFORE
+
+    def find_one_and_update(
+        self: Any,
+        filter: Any,
+        update: Any,
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: Any = before_update,
+        **kwargs: Any,
+    ) -> Any:
+        named = _fields_named(update)
+        if (
+            named is None
+            or "_id" in named
+            or type(filter) is not dict
+            or not _is_key(filter.get("_id"))
+            or projection is not None
+            or sort is not None
+            or upsert
+            or return_document is not before_update
+            or kwargs
+        ):
+            return find_everywhere(
+                self, filter, update, projection, sort, upsert, return_document, **kwargs
+            )
+        collection_module.validate_ok_for_update(update)
+        spec = helpers.patch_datetime_awareness_in_document(filter)
+        existing = next(iter(self._iter_documents(spec)), None)
+        if existing is None:
+            return None
+        found = _read_copy(existing) if self.codec_options.tz_aware else _copy(existing)
+        by_id = {"_id": existing["_id"]}
+        document = helpers.patch_datetime_awareness_in_document(update)
+        _update_in_place(self, existing, by_id, document, named, collection_module)
+        return found
+
+    find_one_and_update.__wrapped__ = find_everywhere  # type: ignore[attr-defined]
+    return find_one_and_update
 
 
 def _fields_named(update: Any) -> set[str] | None:
@@ -219,6 +284,18 @@ def _copy(value: Any, memo: Any = None) -> Any:
         return [v if type(v) in _KEPT_BY_COPY else _copy(v) for v in value]
     if kind in _KEPT_BY_COPY:
         return value
+    return copy.deepcopy(value)
+
+
+def _read_copy(value: Any) -> Any:
+    """``_as_read(_copy(value))`` in one walk: a stored document as a find returns it."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _KEPT else _read_copy(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _KEPT else _read_copy(v) for v in value]
+    if kind is datetime:
+        return value.replace(tzinfo=UTC)
     return copy.deepcopy(value)
 
 

@@ -7,7 +7,7 @@ import pytest
 from bson import ObjectId
 
 from app.engine.state import Event, RunStatus
-from app.services.archiving import EventArchiver
+from app.services.archiving import MAX_WAITING_TURNS, EventArchiver
 from app.store.documents import CommittedState, RunDocument
 from tests.support import FakeClock, wait_until
 
@@ -55,9 +55,9 @@ def run_after(turn: int, first_turn_in_log: int = 1, run_id: ObjectId | None = N
     )
 
 
-def archiver_on(store: HeldRunStore) -> EventArchiver:
+def archiver_on(store: HeldRunStore, window: float = 0) -> EventArchiver:
     runs: Any = store
-    return EventArchiver(runs)
+    return EventArchiver(runs, window)
 
 
 async def test_a_turn_whose_insert_is_in_flight_is_not_inserted_again() -> None:
@@ -126,3 +126,40 @@ async def test_turns_known_to_be_archived_are_not_inserted_again(known: int) -> 
     archiver.start(run_after(2, first_turn_in_log=1 + known, run_id=run.id))
     await archiver.drain()
     assert store.inserts == [{run.id: [1]}, {run.id: [2]}]
+
+
+async def test_the_turns_committed_within_the_window_share_one_insert() -> None:
+    store = HeldRunStore()
+    archiver = archiver_on(store, window=0.05)
+    first, other = run_after(1), run_after(1)
+    archiver.start(first)
+    await asyncio.sleep(0.01)
+    archiver.start(run_after(2, run_id=first.id))  # its log holds turn 1 too
+    archiver.start(other)
+    assert store.inserts == []
+    await asyncio.sleep(0.1)
+    assert store.inserts == [{first.id: [1, 2], other.id: [1]}]
+
+
+async def test_a_run_with_many_turns_waiting_does_not_wait_for_the_window() -> None:
+    store = HeldRunStore()
+    archiver = archiver_on(store, window=3600)
+    run = run_after(MAX_WAITING_TURNS)
+    archiver.start(run)
+    await wait_until(lambda: bool(store.inserts))
+    assert store.inserts == [{run.id: list(range(1, MAX_WAITING_TURNS + 1))}]
+
+
+async def test_draining_does_not_wait_for_the_window() -> None:
+    store = HeldRunStore()
+    archiver = archiver_on(store, window=3600)
+    run = run_after(1)
+    archiver.start(run)
+    await asyncio.wait_for(archiver.drain(), 1)
+    assert store.inserts == [{run.id: [1]}]
+    # Afterwards, the window applies again.
+    archiver.start(run_after(2, run_id=run.id))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert len(store.inserts) == 1
+    await archiver.drain()

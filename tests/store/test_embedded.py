@@ -114,3 +114,58 @@ def test_values_are_stored_and_read_as_mongomock_stores_and_reads_them() -> None
     assert stored["a"] == [in_ms.replace(tzinfo=None)] * 3 + [[1, "x"]]
     assert embedded._as_read(stored) == {"a": [in_ms] * 3 + [[1, "x"]], "b": value["b"]}
     assert embedded._copy(stored) == stored
+
+
+def find_and_update_both_ways(
+    spec: dict[str, Any], update: dict[str, Any], tz_aware: bool, **kwargs: Any
+) -> tuple[Any, Any]:
+    """``find_one_and_update`` through the embedded store and through mongomock's own."""
+    answers = []
+    client = mongomock.MongoClient(tz_aware=tz_aware)
+    for how in (Collection.find_one_and_update, Collection.find_one_and_update.__wrapped__):  # type: ignore[attr-defined]
+        collection = client.db[f"c{ObjectId()}"]
+        collection.insert_one(copy.deepcopy(DOCUMENT))
+        collection.create_index("tenant", unique=True)
+        collection.insert_one({"_id": 2, "tenant": "other"})
+        try:
+            answer: Any = how(collection, spec, copy.deepcopy(update), **kwargs)
+        except Exception as error:
+            answer = (type(error), str(error))
+        documents = [list(d.items()) for d in collection._store.documents]  # type: ignore[attr-defined]
+        answers.append((answer, documents))
+    return answers[0], answers[1]
+
+
+@pytest.mark.parametrize("tz_aware", [True, False])
+@pytest.mark.parametrize("update", UPDATES)
+@pytest.mark.parametrize(
+    "spec",
+    [{"_id": 1}, {"_id": 1, "claim": None, "state.status": {"$in": ["paused"]}}, {"_id": 3}],
+)
+def test_a_claim_answers_and_stores_as_mongomock_does(
+    spec: dict[str, Any], update: dict[str, Any], tz_aware: bool
+) -> None:
+    ours, mongomocks = find_and_update_both_ways(spec, update, tz_aware)
+    assert ours == mongomocks
+    # The document returned is a copy: changing it changes nothing stored.
+    if isinstance(ours[0], dict):
+        ours[0]["state"]["status"] = "changed"
+        assert ours[1] == mongomocks[1]
+
+
+@pytest.mark.parametrize(
+    ("spec", "update", "kwargs"),
+    [
+        ({"_id": 1}, {"$set": {"tenant": "other"}}, {}),  # refused by the unique index
+        ({"_id": 1}, {"$set": {"a": 1}}, {"return_document": True}),
+        ({"_id": 1}, {"$set": {"a": 1}}, {"projection": {"tenant": 1}}),
+        ({"_id": 9}, {"$set": {"a": 1}}, {"upsert": True}),
+        ({"tenant": "acme"}, {"$set": {"a": 1}}, {}),
+        ({"_id": 1}, {"$push": {"tags": "c"}}, {}),
+    ],
+)
+def test_other_claims_answer_as_mongomock_does(
+    spec: dict[str, Any], update: dict[str, Any], kwargs: dict[str, Any]
+) -> None:
+    ours, mongomocks = find_and_update_both_ways(spec, update, True, **kwargs)
+    assert ours == mongomocks
