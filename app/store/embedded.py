@@ -17,7 +17,7 @@ import functools
 import types
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from bson import ObjectId
 
@@ -54,6 +54,7 @@ def answer_id_lookups_directly() -> None:
     global _mongomock_as_stored
     collection_module: Any = collection
     helpers_module: Any = helpers
+    missing = cast(Any, filtering).NOTHING  # how mongomock's filters see a missing field
     _mongomock_as_stored = helpers_module.patch_datetime_awareness_in_document
     collection_module.copy = types.SimpleNamespace(deepcopy=_copy, copy=copy.copy)
     # mongomock parses a version string (``version.parse('4.0')``) on every call, several
@@ -86,7 +87,10 @@ def answer_id_lookups_directly() -> None:
                 document = self._store[candidate]
             except KeyError:
                 continue
-            if filtering.filter_applies(filter, document):  # type: ignore[no-untyped-call]
+            matched = _matches(filter, document, missing)
+            if matched is None:
+                matched = filtering.filter_applies(filter, document)  # type: ignore[no-untyped-call]
+            if matched:
                 found.append(document)
         return iter(found)
 
@@ -186,12 +190,17 @@ def _update_in_place(
     existing: dict[str, Any],
     spec: Any,
     document: dict[str, Any],
-    named: set[str],
+    named: dict[str, bool],
     collection_module: Any,
 ) -> int:
     """Apply ``document`` (as stored) to the stored ``existing``: 1 if it changed it."""
     order = list(existing)
-    before = {name: _copy(existing[name]) for name in named if name in existing}
+    # A field the update replaces whole keeps its old value intact: no copy needed.
+    before = {
+        name: _copy(existing[name]) if inside else existing[name]
+        for name, inside in named.items()
+        if name in existing
+    }
     collection._apply_update_document(existing, spec, document, False)
     if all(existing.get(name, _ABSENT) == before.get(name, _ABSENT) for name in named):
         return 0
@@ -256,18 +265,63 @@ def _finding_and_updating_at_once(find_everywhere: Any, collection_module: Any) 
     return find_one_and_update
 
 
-def _fields_named(update: Any) -> set[str] | None:
-    """The top-level fields an update by field operators changes; None for any other
-    update (a pipeline, a replacement, other operators, an empty operator)."""
+def _fields_named(update: Any) -> dict[str, bool] | None:
+    """The top-level fields an update by field operators changes, each with whether it
+    changes something inside it (``a.b``) rather than replaces it whole; None for any
+    other update (a pipeline, a replacement, other operators, an empty operator)."""
     if type(update) is not dict or not update:
         return None
-    named = set()
+    named: dict[str, bool] = {}
     for operator, fields in update.items():
         if operator not in _FIELD_OPERATORS or type(fields) is not dict or not fields:
             return None
         for path in fields:
-            named.add(path.split(".", 1)[0])
+            name, dot, _ = path.partition(".")
+            named[name] = named.get(name, False) or bool(dot)
     return named
+
+
+# The values a filter of plain equalities compares (no documents, arrays or patterns).
+_PLAIN = frozenset({str, int, float, bool, type(None), ObjectId, datetime})
+
+
+def _matches(filter: dict[str, Any], document: Any, nothing: Any) -> bool | None:
+    """mongomock's ``filter_applies`` for a filter of equalities to plain values and
+    ``$in`` lists of plain values, on paths through subdocuments (Tandem's filters);
+    None, to ask mongomock, for any other filter or a path through an array.
+    ``nothing`` is mongomock's marker of a missing field."""
+    for key, wanted in filter.items():
+        if not key or key[0] == "$":
+            return None
+        choices = None
+        if type(wanted) is dict:
+            choices = wanted.get("$in") if len(wanted) == 1 else None
+            if type(choices) is not list or any(type(c) not in _PLAIN for c in choices):
+                return None
+        elif type(wanted) not in _PLAIN:
+            return None
+        # As mongomock's iter_key_candidates: a missing subdocument reads as {}; a path
+        # through None or a plain value finds no candidate at all, so nothing matches.
+        value = document
+        *parents, last = key.split(".")
+        for part in parents:
+            if isinstance(value, dict):
+                value = value.get(part, {})
+            else:
+                return None if isinstance(value, list) else False
+        if isinstance(value, dict):
+            value = value.get(last, nothing)
+        else:
+            return None if isinstance(value, list) else False
+        if isinstance(value, list | tuple):
+            return None
+        if choices is None:
+            matched = value == wanted or (wanted is None and value is nothing)
+        else:
+            matched = (value is nothing and None in choices) or value in choices
+        if not matched:
+            return False
+    return True
 
 
 def _is_key(value: Any) -> bool:

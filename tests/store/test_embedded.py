@@ -1,12 +1,14 @@
 """The embedded store's speed-ups answer exactly as mongomock's own code does."""
 
 import copy
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import mongomock
 import pytest
 from bson import ObjectId
+from mongomock import filtering
 from mongomock.collection import Collection
 
 from app.store import embedded
@@ -36,6 +38,8 @@ UPDATES: list[dict[str, Any]] = [
     {"$inc": {"revision": 2, "counter": 1}, "$max": {"state.n": 9}, "$min": {"revision": 0}},
     {"$set": {"at": datetime(2026, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))}},
     {"$set": {"tenant": "$odd"}},
+    {"$set": {"state.status": "x", "state": {"a": 1}}},  # a conflict MongoDB refuses
+    {"$set": {"state": {"a": 1}}, "$unset": {"state.status": ""}},
 ]
 
 
@@ -169,3 +173,49 @@ def test_other_claims_answer_as_mongomock_does(
 ) -> None:
     ours, mongomocks = find_and_update_both_ways(spec, update, True, **kwargs)
     assert ours == mongomocks
+
+
+OID = ObjectId("000000000000000000000001")
+MATCHED_DOCUMENTS: list[Any] = [
+    {"_id": OID, "tenant": "acme", "claim": None, "state": {"status": "paused", "turn": 2}},
+    {"_id": OID, "tenant": "acme", "claim": {"token": "t", "at": NOW}, "state": {}},
+    {"_id": 1, "n": 1, "f": 1.0, "b": True, "claim": "plain", "state": OrderedDict(status="x")},
+    {"_id": 2, "tags": ["a", "b"], "claim": [{"token": "t"}], "state": ("paused",)},
+    {"_id": 3},
+]
+MATCHING_FILTERS: list[dict[str, Any]] = [
+    {"_id": OID, "tenant": "acme", "state.status": {"$in": ["paused", "waiting"]}, "claim": None},
+    {"_id": OID, "claim.token": "t"},
+    {"claim.token": None},
+    {"claim.at": NOW.replace(tzinfo=None)},
+    {"state.status": None},
+    {"state.turn": 2.0},
+    {"n": True},
+    {"b": 1},
+    {"f": {"$in": [1]}},
+    {"missing.deeper": None},
+    {"missing": {"$in": [None, "x"]}},
+    {"missing": {"$in": ["x"]}},
+    {"tags": "a"},
+    {"tags.0": "a"},
+    {"claim.0.token": "t"},
+    {"state.status": {"$in": ["paused"]}},
+    {"_id": {"$in": [1, 2]}},
+    {"tenant": {"$ne": "acme"}},
+    {"$or": [{"tenant": "acme"}]},
+    {"tenant": {"$in": [{"$regex": "a"}]}},
+]
+
+
+@pytest.mark.parametrize("document", MATCHED_DOCUMENTS)
+@pytest.mark.parametrize("search", MATCHING_FILTERS)
+def test_a_filter_matches_as_mongomocks_does(search: dict[str, Any], document: Any) -> None:
+    ours = embedded._matches(search, document, filtering.NOTHING)  # type: ignore[attr-defined]
+    if ours is not None:
+        assert ours == filtering.filter_applies(search, document)  # type: ignore[no-untyped-call]
+
+
+def test_tandems_own_filters_are_matched_without_mongomock() -> None:
+    run = MATCHED_DOCUMENTS[0]
+    for search in (MATCHING_FILTERS[0], {"_id": OID, "claim.token": "t"}, {"_id": OID}):
+        assert embedded._matches(search, run, filtering.NOTHING) is not None  # type: ignore[attr-defined]

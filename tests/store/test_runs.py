@@ -9,6 +9,7 @@ import pytest
 from bson import ObjectId
 
 from app.engine.state import Event, RunStatus
+from app.store import embedded
 from app.store.database import Database
 from app.store.documents import (
     Claim,
@@ -216,9 +217,10 @@ async def test_replace_state_refuses_a_run_that_changed(store: Store) -> None:
 
 
 async def examined_while_reading(store: Store, run: RunDocument, turns: list[int]) -> int:
-    """How many stored documents reading ``run``'s archived turns looks at: mongomock's own
-    matching, counted (the wire double's mongomock runs in this process too); on a real
-    MongoDB, the query plan's ``totalDocsExamined``."""
+    """How many stored documents reading ``run``'s archived turns looks at: the documents
+    matched against the filter, by mongomock or by the embedded store's own matching,
+    counted (the wire double's mongomock runs in this process too); on a real MongoDB,
+    the query plan's ``totalDocsExamined``."""
     if os.environ.get("MONGODB_URI"):
         events = store.runs._events  # the plan of the very query archived_turns sends
         ids = [turn_events_id(run.id, turn) for turn in turns]
@@ -227,14 +229,23 @@ async def examined_while_reading(store: Store, run: RunDocument, turns: list[int
     examined = 0
     real_filter_applies = mongomock.filtering.filter_applies
 
+    real_matches = embedded._matches
+
     def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal examined
         examined += 1
         return real_filter_applies(*args, **kwargs)
 
+    def counting_decided(*args: Any, **kwargs: Any) -> Any:
+        nonlocal examined
+        matched = real_matches(*args, **kwargs)
+        examined += matched is not None  # else mongomock's filter_applies decides
+        return matched
+
     with (
         mock.patch("mongomock.collection.filter_applies", counting),
         mock.patch("mongomock.filtering.filter_applies", counting),
+        mock.patch("app.store.embedded._matches", counting_decided),
     ):
         await store.runs.archived_turns(run, turns)
     return examined
