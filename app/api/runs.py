@@ -120,11 +120,15 @@ class ExecuteController(Controller):
         source = request.headers.get("x-execution-source", "")
         workflow = object_id(workflow_id, "workflow_id")
         turn = turn_request(data, version, _execution_source(source))
-        prepared = await runs.executor.prepare(request.user, workflow, turn)
-        if "text/event-stream" in request.headers.get("accept", ""):
+        streamed = "text/event-stream" in request.headers.get("accept", "")
+        in_background = streamed or bool(prefer and _prefers_async(prefer))
+        prepared = await runs.executor.prepare(
+            request.user, workflow, turn, blocking=not in_background
+        )
+        if streamed:
             # Errors found so far were answered as JSON; from here on the turn streams.
             return ServerSentEvent(stream_turn(runs, prepared))  # type: ignore[return-value]
-        if prefer and _prefers_async(prefer) and prepared.done is None:
+        if in_background and prepared.done is None:
             runs.executor.start(prepared)
             accepted = turn_accepted(request, prepared)
             answer: Any = Response(

@@ -12,9 +12,18 @@ another, takes the claim away and the turn's engine is cancelled (an LLM call in
 is abandoned). A turn watched by a stream here also records its progress as soon as an
 LLM call starts, so that the text can be shown at once (see ``live``).
 
+A blocking first turn inserts its run only when it ends, already committed: until it
+answers nobody knows the run's id, so nothing can look for it, stop it or resume it
+(and a crash loses only a turn whose client gets no answer). If it runs longer than
+the poll interval, its first progress record inserts the run, claimed, so that it is
+listed as running and its lease covers it. A first turn that answers before it ends
+(streamed, asynchronous) inserts its run, claimed, before it starts.
+
 Round trips per turn, whatever the number of nodes executed (plus one read of the
 version when its compiled form is not cached yet):
-- first turn: read the workflow, insert the run (claimed), commit;
+- blocking first turn: read the workflow, insert the run;
+- streamed or asynchronous first turn: read the workflow, insert the run (claimed),
+  commit;
 - later turn: claim, commit; archiving its events follows, off the critical path;
 - a turn longer than the poll interval: one progress record per interval, and one per
   LLM call when a stream here watches it.
@@ -92,9 +101,11 @@ class TurnExecutor:
         self._background: set[asyncio.Task[TurnResult]] = set()
 
     async def prepare(
-        self, tenant: str, workflow_id: ObjectId, request: TurnRequest
+        self, tenant: str, workflow_id: ObjectId, request: TurnRequest, *, blocking: bool = False
     ) -> PreparedTurn:
-        """Everything that can refuse a turn, and its claim; a stop is carried out here."""
+        """Everything that can refuse a turn, and its claim; a stop is carried out here.
+        ``blocking``: the turn will be completed in the request (``complete``), so a first
+        turn's run need not be stored before it runs (``start`` needs it stored)."""
         if request.stop:
             if request.run_id is None:
                 raise BadRequest("A stop needs the run_id of the run to stop.")
@@ -108,7 +119,7 @@ class TurnExecutor:
             )
         turn_input = TurnInput(message=message, data=request.data)
         if request.run_id is None:
-            return await self._first_turn(tenant, workflow_id, request, turn_input)
+            return await self._first_turn(tenant, workflow_id, request, turn_input, blocking)
         return await self._next_turn(tenant, workflow_id, request.run_id, turn_input)
 
     async def complete(self, turn: PreparedTurn) -> TurnResult:
@@ -116,12 +127,13 @@ class TurnExecutor:
         if turn.done is not None:
             return turn.done
         assert turn.compiled is not None and turn.claim is not None
-        return await self._run_claimed(turn.run, turn.compiled, turn.claim)
+        return await self._run_claimed(turn.run, turn.compiled, turn.claim, stored=turn.stored)
 
     def start(self, turn: PreparedTurn) -> "tuple[asyncio.Task[TurnResult], LiveTurn | None]":
         """Complete a turn in the background: it finishes and is stored even if nobody
         waits for it any more (a streaming client that disconnects, an asynchronous
         turn). Its live feed is open before this returns, so no subscriber misses a thing."""
+        assert turn.stored, "a turn completed in the background is prepared non-blocking"
         live = self._live.open(turn.run.id) if turn.done is None else None
         task = asyncio.create_task(self._complete_live(turn, live))
         self._background.add(task)
@@ -177,7 +189,12 @@ class TurnExecutor:
                 self._live.close(turn.run.id, live)
 
     async def _first_turn(
-        self, tenant: str, workflow_id: ObjectId, request: TurnRequest, turn_input: TurnInput
+        self,
+        tenant: str,
+        workflow_id: ObjectId,
+        request: TurnRequest,
+        turn_input: TurnInput,
+        blocking: bool,
     ) -> PreparedTurn:
         workflow = await self._workflows.get(tenant, workflow_id)
         pinned = workflow.latest_version if request.version is None else request.version
@@ -197,7 +214,9 @@ class TurnExecutor:
             claim=claim,
             log=[],
         )
-        # Inserted before it runs, so that a stop can reach it and a crash cannot lose it.
+        if blocking:  # inserted when it ends, or at its first progress record
+            return PreparedTurn(run=run, compiled=compiled, claim=claim, stored=False)
+        # Its id is shown before it ends: a stop must reach it, a crash must not lose it.
         await self._runs.insert(run)
         return PreparedTurn(run=run, compiled=compiled, claim=claim)
 
@@ -249,13 +268,16 @@ class TurnExecutor:
         compiled: CompiledWorkflow,
         claim: Claim,
         live: LiveTurn | None = None,
+        *,
+        stored: bool = True,
     ) -> TurnResult:
+        """``stored``: whether the run is in the store yet (see the module's docstring)."""
         turn = run.state.turn + 1
         # Events an interrupted attempt of this turn stored (and so perhaps showed): the
         # turn is executed again from the state before it and replays them, with the LLM
         # replies they hold, rather than storing them a second time under new seqs.
         replayed = [event for event in run.log if event.turn == turn]
-        recorder = _TurnRecorder(run, live, replayed)
+        recorder = _TurnRecorder(run, claim, live, replayed, stored)
         llm = self._llm
         completed_calls = [event for event in replayed if event.type == "llm_completed"]
         if llm is not None and completed_calls:
@@ -278,7 +300,7 @@ class TurnExecutor:
         if live is not None:
             live.engine = engine
         try:
-            await self._wait_recording(run.id, claim.token, engine, recorder)
+            await self._wait_recording(engine, recorder)
         finally:
             if not engine.done():  # our own caller was cancelled: stop the engine too
                 engine.cancel()
@@ -296,52 +318,66 @@ class TurnExecutor:
             )
             if len(outcome.events) > LONG_TURN_EVENTS:
                 await asyncio.sleep(0)  # the turn took long: let others go first
-            stored = _stored_bytes(state, log)
-            if stored > self._settings.max_stored_bytes:
+            stored_bytes = _stored_bytes(state, log)
+            if stored_bytes > self._settings.max_stored_bytes:
                 return await self._fail_claimed(
                     run,
                     claim,
-                    f"The run's state and its latest events would take {stored} bytes to "
-                    f"store; at most {self._settings.max_stored_bytes} (limit max_stored_bytes).",
+                    f"The run's state and its latest events would take {stored_bytes} bytes "
+                    f"to store; at most {self._settings.max_stored_bytes} "
+                    "(limit max_stored_bytes).",
+                    stored=recorder.run_stored,
                 )
             completed_at = now if state.status in TERMINAL_STATUSES else None
-            visited = recorder.visited_nodes
-            committed = await self._runs.commit_turn(
-                run.id,
-                claim.token,
+            done = msgspec.structs.replace(
+                run,
                 state=state,
+                claim=None,
                 log=log,
-                visited_nodes=visited,
+                visited_nodes=recorder.visited_nodes,
                 completed_at=completed_at,
             )
+            if recorder.run_stored:
+                committed = await self._runs.commit_turn(
+                    run.id,
+                    claim.token,
+                    state=state,
+                    log=log,
+                    visited_nodes=done.visited_nodes,
+                    completed_at=completed_at,
+                )
+            else:  # nobody knows the run yet: it is stored once, committed
+                await self._runs.insert(done)
+                committed = True
         except Exception:  # whatever went wrong, the run fails and its claim is released
             logger.exception("run %s: turn %d could not be completed", run.id, turn)
             return await self._fail_claimed(
-                run, claim, "The turn could not be completed because of an internal error."
+                run,
+                claim,
+                "The turn could not be completed because of an internal error.",
+                stored=recorder.run_stored,
             )
         if not committed:
             return await self._answer_after_lost_claim(run, turn)
         recorder.stored_all()
-        done = msgspec.structs.replace(
-            run,
-            state=state,
-            claim=None,
-            log=log,
-            visited_nodes=visited,
-            completed_at=completed_at,
-        )
         self._archiver.start(done)
         return TurnResult(run=done, events=events_of_turn(done, turn))
 
-    async def _fail_claimed(self, run: RunDocument, claim: Claim, error: str) -> TurnResult:
+    async def _fail_claimed(
+        self, run: RunDocument, claim: Claim, error: str, *, stored: bool = True
+    ) -> TurnResult:
         """End a claimed run ``failed`` with ``error`` as its turn's last event, and release
-        the claim; the run keeps the variables and history it had before the turn."""
+        the claim; the run keeps the variables and history it had before the turn.
+        ``stored``: whether the run is in the store yet."""
         node_id = run.state.current_node
         failure = {"error": error, "node_id": node_id}
         written = single_event_turn(
             run, self._clock(), RunStatus.FAILED, ("run_failed", node_id, failure), error
         )
-        if await self._runs.commit_turn(
+        done = after_single_event_turn(run, written)
+        if not stored:
+            await self._runs.insert(done)
+        if not stored or await self._runs.commit_turn(
             run.id,
             claim.token,
             state=written.state,
@@ -349,7 +385,6 @@ class TurnExecutor:
             visited_nodes=run.visited_nodes,
             completed_at=written.completed_at,
         ):
-            done = after_single_event_turn(run, written)
             self._archiver.start(done)
             return TurnResult(run=done, events=events_of_turn(done, written.state.turn))
         return await self._answer_after_lost_claim(run, written.state.turn)
@@ -364,7 +399,7 @@ class TurnExecutor:
         return TurnResult(run=current, events=events_of_turn(current, turn))
 
     async def _wait_recording(
-        self, run_id: ObjectId, token: str, engine: "asyncio.Future[Any]", recorder: "_TurnRecorder"
+        self, engine: "asyncio.Future[Any]", recorder: "_TurnRecorder"
     ) -> None:
         """Wait for the engine; if it runs longer than one poll interval (or an LLM call
         starts while a stream here watches), record its progress until it ends. Returns
@@ -373,9 +408,7 @@ class TurnExecutor:
 
         def start_recording() -> None:
             if not recording and not engine.done():
-                recording.append(
-                    asyncio.create_task(self._record_progress(run_id, token, engine, recorder))
-                )
+                recording.append(asyncio.create_task(self._record_progress(engine, recorder)))
 
         # A timer, not a task: most turns end well within the interval and never need one.
         timer = asyncio.get_running_loop().call_later(
@@ -395,11 +428,7 @@ class TurnExecutor:
                 task.cancel()
 
     async def _record_progress(
-        self,
-        run_id: ObjectId,
-        token: str,
-        engine: "asyncio.Future[Any]",
-        recorder: "_TurnRecorder",
+        self, engine: "asyncio.Future[Any]", recorder: "_TurnRecorder"
     ) -> None:
         """Store the turn's progress every poll interval (at once when asked), renewing its
         lease; cancel ``engine`` once the turn has lost its claim."""
@@ -412,18 +441,27 @@ class TurnExecutor:
                 if len(msgspec.json.encode(log)) > self._settings.max_stored_bytes:
                     # Too large to store: the commit will fail the run, naming the limit.
                     log, events, shown = None, [], 0
+                expires_at = self._clock() + self._settings.lease
                 try:
-                    held = await self._runs.record_progress(
-                        run_id,
-                        token,
-                        log=log,
-                        current_node=recorder.current_node,
-                        visited_nodes=recorder.visited_nodes,
-                        live_text=recorder.live_text,
-                        expires_at=self._clock() + self._settings.lease,
-                    )
+                    if recorder.run_stored:
+                        held = await self._runs.record_progress(
+                            recorder.run_id,
+                            recorder.token,
+                            log=log,
+                            current_node=recorder.current_node,
+                            visited_nodes=recorder.visited_nodes,
+                            live_text=recorder.live_text,
+                            expires_at=expires_at,
+                        )
+                    elif log is not None:  # a blocking first turn: now its run is stored
+                        await self._runs.insert(recorder.in_flight(log, expires_at))
+                        recorder.run_stored = held = True
+                    else:  # too large to store: the turn goes on, and the commit fails it
+                        held = True
                 except Exception:  # MongoDB unreachable for a moment: the commit will tell
-                    logger.warning("could not record the progress of run %s", run_id, exc_info=True)
+                    logger.warning(
+                        "could not record the progress of run %s", recorder.run_id, exc_info=True
+                    )
                     held = True
                 else:
                     if held:
@@ -450,9 +488,20 @@ class _TurnRecorder:
     be shown). Events are published to the turn's live feed once stored; LLM text as it
     arrives, unless events before it are still waiting to be stored."""
 
-    def __init__(self, run: RunDocument, live: LiveTurn | None, replayed: list[Event]) -> None:
+    def __init__(
+        self,
+        run: RunDocument,
+        claim: Claim,
+        live: LiveTurn | None,
+        replayed: list[Event],
+        run_stored: bool,
+    ) -> None:
+        self._run = run
+        self._claim = claim
         self._live = live
-        self._run_id = run.id
+        self.run_id = run.id
+        self.token = claim.token
+        self.run_stored = run_stored  # False: a blocking first turn's run, not stored yet
         self._replayed = {event.seq: event for event in replayed}
         self._replayed_through = replayed[-1].seq if replayed else 0
         self._log = list(run.log)  # the run's log as stored, this turn's events included
@@ -502,7 +551,7 @@ class _TurnRecorder:
             logger.warning(
                 "run %s: event %d of the interrupted turn replayed as %s, stored as %s; "
                 "keeping what was stored",
-                self._run_id,
+                self.run_id,
                 item.seq,
                 item.type,
                 stored.type,
@@ -523,6 +572,17 @@ class _TurnRecorder:
     def log_with(self, events: list[Event]) -> list[Event]:
         """The run's log once ``events`` are stored too."""
         return [*self._log, *events]
+
+    def in_flight(self, log: list[Event], expires_at: datetime) -> RunDocument:
+        """The run as a progress record stores it: claimed, with ``log`` as its log."""
+        claim = msgspec.structs.replace(
+            self._claim,
+            current_node=self.current_node,
+            visited_nodes=list(self.visited_nodes),
+            live_text=self.live_text,
+            expires_at=expires_at,
+        )
+        return msgspec.structs.replace(self._run, claim=claim, log=log)
 
     def stored(self, events: int, shown: int) -> None:
         self._log += self._unstored[:events]

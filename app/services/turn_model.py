@@ -68,6 +68,8 @@ class PreparedTurn:
     compiled: CompiledWorkflow | None = None
     claim: Claim | None = None
     done: TurnResult | None = None
+    # False for a blocking first turn: its run is stored when it ends (see the executor).
+    stored: bool = True
 
     @property
     def turn(self) -> int:

@@ -21,9 +21,11 @@ async def test_turns_are_archived_and_queryable_with_plain_queries(
         first = await http.post(url, json={"inputs": {"customer": "ACME", "$odd.key": 1}})
         run_id = first.json()["run_id"]
         for message in ("Ann", "4", None):
+            # Each turn's archive, in the background, is done before the next commit trims.
+            await app.state.runs.executor.drain()
             body = {"run_id": run_id, "run_input": {"message": message} if message else {}}
             assert (await http.post(url, json=body)).status_code == 200
-        await app.state.runs.executor.drain()  # the last turn's archive, in the background
+        await app.state.runs.executor.drain()
         events = (await http.get(f"/v1/runs/{run_id}/events")).json()["events"]
 
     runs, archive = database["runs"], database["run_events"]
