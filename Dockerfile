@@ -1,9 +1,13 @@
 FROM python:3.12-slim
 
 WORKDIR /srv/tandem
-COPY pyproject.toml README.md ./
+# Dependencies first, in a layer of their own: editing Tandem's code does not reinstall them.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install --no-cache-dir -r requirements.txt
+COPY README.md ./
 COPY app ./app
-RUN pip install --no-cache-dir . && useradd --system tandem
+RUN pip install --no-cache-dir --no-deps . && useradd --system tandem
 USER tandem
 
 EXPOSE 8000
