@@ -1,7 +1,7 @@
 """``python -m app [--host H] [--port P]``: start Tandem with uvicorn."""
 
 import argparse
-import logging
+import os
 import sys
 
 import uvicorn
@@ -9,6 +9,7 @@ import uvicorn
 from app.config import ConfigError, Settings
 from app.examples import EXAMPLES
 from app.server import create_app
+from app.telemetry.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,14 +18,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    json_lines = os.environ.get("TANDEM_LOG_FORMAT", "text").strip().lower() == "json"
+    configure_logging(args.log_level, json_lines)
     try:
         settings = Settings.from_env()
     except ConfigError as error:
         print(f"tandem: cannot start: {error}", file=sys.stderr)
         return 2
     print(banner(settings, args.host, args.port), flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    # log_config=None: uvicorn's loggers keep ours (plain text or JSON lines).
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=None,
+    )
     return 0
 
 

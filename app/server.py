@@ -1,11 +1,13 @@
 """The application factory: wires the store, the services and the HTTP layer."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
@@ -14,7 +16,9 @@ from app.api import dependencies
 from app.api.auth import ApiKeyAuthentication
 from app.api.errors import handle_http_exception, handle_tandem_error, handle_unexpected
 from app.api.health import healthz, readyz
+from app.api.metrics import metrics
 from app.api.openapi import StructSchemaWithOurMeta, openapi_config
+from app.api.request_ids import request_ids
 from app.api.runs import ExecuteController, RunController, RunListController
 from app.api.workflows import WorkflowController
 from app.clock import Clock, utc_now
@@ -28,6 +32,10 @@ from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
 from app.store.database import Connection, Database
 from app.store.store import Store
+from app.telemetry.logs import stamp_records_with_request_ids
+from app.telemetry.measured_llm import MeasuredLlm
+from app.telemetry.metrics import Metrics
+from app.telemetry.turns import TurnTelemetry
 
 logger = logging.getLogger("tandem")
 
@@ -40,6 +48,8 @@ def create_app(
     llm: LlmClient | None = None,
 ) -> Litestar:
     """The Tandem application. ``database``, ``clock`` and ``llm`` are for tests to inject."""
+    registry = Metrics()
+    stamp_records_with_request_ids()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -68,16 +78,19 @@ def create_app(
                 max_stored_bytes=settings.max_stored_bytes,
                 evaluation_limits=settings.evaluation,
             ),
-            llm or build_llm_client(settings),
+            MeasuredLlm(llm or build_llm_client(settings), registry),
             settings.sweep_interval_seconds,
+            TurnTelemetry(registry),
         )
         app.state.runs = runs
         if settings.examples_tenant is not None:
             await load_examples(workflows, settings.examples_tenant)
         runs.sweeper.start()
+        loop_watch = asyncio.create_task(registry.watch_event_loop())
         try:
             yield
         finally:
+            loop_watch.cancel()
             await runs.close()
             workflows.close()
             if connection is not None:
@@ -91,6 +104,7 @@ def create_app(
             RunListController,
             healthz,
             readyz,
+            metrics,
         ],
         lifespan=[lifespan],
         dependencies={
@@ -98,7 +112,7 @@ def create_app(
             "runs": Provide(dependencies.provide_runs, sync_to_thread=False),
             "store": Provide(dependencies.provide_store, sync_to_thread=False),
         },
-        middleware=[DefineMiddleware(ApiKeyAuthentication, keys=settings.api_keys)],
+        middleware=[request_ids, DefineMiddleware(ApiKeyAuthentication, keys=settings.api_keys)],
         exception_handlers={
             TandemError: handle_tandem_error,
             HTTPException: handle_http_exception,
@@ -108,4 +122,7 @@ def create_app(
         openapi_config=openapi_config(),
         plugins=[StructSchemaWithOurMeta()],
         debug=False,
+        # Logging is set up once for the process (app.telemetry.logs), not by each app.
+        logging_config=None,
+        state=State({"metrics": registry}),
     )

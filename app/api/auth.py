@@ -8,7 +8,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
 
-PUBLIC_PATHS = ("/healthz", "/readyz", "/schema")
+PUBLIC_PATHS = ("/healthz", "/readyz", "/schema", "/metrics")
 
 
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):

@@ -48,7 +48,11 @@ def error_response(
     return Response(body, status_code=status, headers=headers)
 
 
-def handle_tandem_error(_: Request[Any, Any, Any], error: TandemError) -> Response[ErrorBody]:
+def handle_tandem_error(request: Request[Any, Any, Any], error: TandemError) -> Response[ErrorBody]:
+    if error.status_code == 409:
+        metrics = request.app.state.get("metrics")
+        if metrics is not None:
+            metrics.conflicts.labels(error.code).inc()
     return error_response(
         error.status_code, ErrorBody(detail=error.detail, code=error.code, errors=error.errors)
     )

@@ -24,14 +24,21 @@ from app.services.turn_model import (
     single_event_turn,
 )
 from app.store.runs import RunStore
+from app.telemetry.turns import TurnTelemetry
 
 STOP_ATTEMPTS = 10
 
 
 class RunCanceller:
     def __init__(
-        self, runs: RunStore, live: LiveRuns, archiver: EventArchiver, clock: Clock
+        self,
+        runs: RunStore,
+        live: LiveRuns,
+        archiver: EventArchiver,
+        clock: Clock,
+        telemetry: TurnTelemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry or TurnTelemetry()
         self._runs = runs
         self._live = live
         self._archiver = archiver
@@ -57,6 +64,9 @@ class RunCanceller:
                 self._live.cancel(run_id)  # a turn of this process: no need to wait for it
                 done = after_single_event_turn(run, written)
                 self._archiver.start(done)
+                self._telemetry.run_cancelled(
+                    tenant=tenant, run_id=run_id, workflow_id=run.workflow_id, previous=previous
+                )
                 return TurnResult(
                     run=done,
                     events=events_of_turn(done, written.state.turn),

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -69,6 +70,7 @@ from app.services.turn_model import (
 from app.services.workflows import WorkflowService
 from app.store.documents import Claim, CommittedState, LiveText, RunDocument
 from app.store.runs import RunStore
+from app.telemetry.turns import TurnTelemetry
 
 CLAIM_ATTEMPTS = 3
 # A turn with more events than this has taken milliseconds to encode: it gives the event
@@ -88,7 +90,9 @@ class TurnExecutor:
         clock: Clock,
         settings: TurnSettings,
         llm: LlmClient | None = None,
+        telemetry: TurnTelemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry or TurnTelemetry()
         self._runs = runs
         self._workflows = workflows
         self._live = live
@@ -126,8 +130,7 @@ class TurnExecutor:
         """Run a prepared turn to its end and commit it."""
         if turn.done is not None:
             return turn.done
-        assert turn.compiled is not None and turn.claim is not None
-        return await self._run_claimed(turn.run, turn.compiled, turn.claim, stored=turn.stored)
+        return await self._executed(turn)
 
     def start(self, turn: PreparedTurn) -> "tuple[asyncio.Task[TurnResult], LiveTurn | None]":
         """Complete a turn in the background: it finishes and is stored even if nobody
@@ -171,7 +174,9 @@ class TurnExecutor:
                 "tried again forever.",
             )
             return
-        logger.warning("run %s: executing turn %d again after its server stopped", run_id, turn)
+        self._telemetry.turn_recovered(
+            tenant=tenant, run_id=run_id, turn=turn, recoveries=recoveries
+        )
         compiled = await self._compiled_or_failed(run, run.claim)
         if not isinstance(compiled, TurnResult):
             await self._complete_live(
@@ -182,11 +187,36 @@ class TurnExecutor:
         try:
             if turn.done is not None:
                 return turn.done
-            assert turn.compiled is not None and turn.claim is not None
-            return await self._run_claimed(turn.run, turn.compiled, turn.claim, live)
+            return await self._executed(turn, live)
         finally:
             if live is not None:
                 self._live.close(turn.run.id, live)
+
+    async def _executed(self, turn: PreparedTurn, live: LiveTurn | None = None) -> TurnResult:
+        """Execute a prepared turn, and tell the operator (a log line, the metrics)."""
+        assert turn.compiled is not None and turn.claim is not None
+        run = turn.run
+        started = time.perf_counter()
+        self._telemetry.turn_started(first=run.state.turn == 0 and turn.claim.recoveries == 0)
+        result: TurnResult | None = None
+        try:
+            result = await self._run_claimed(
+                run, turn.compiled, turn.claim, live, stored=turn.stored
+            )
+            return result
+        finally:
+            failed = None
+            if result is not None and result.events and result.events[-1].type == "run_failed":
+                failed = result.events[-1].data
+            self._telemetry.turn_ended(
+                tenant=run.tenant,
+                run_id=run.id,
+                workflow_id=run.workflow_id,
+                turn=run.state.turn + 1,
+                status=result.run.state.status if result is not None else None,
+                seconds=time.perf_counter() - started,
+                failure=failed if isinstance(failed, dict) else None,
+            )
 
     async def _first_turn(
         self,

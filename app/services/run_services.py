@@ -18,6 +18,7 @@ from app.services.sweeping import InterruptedTurnSweeper
 from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
 from app.store.runs import RunStore
+from app.telemetry.turns import TurnTelemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +39,14 @@ class RunServices:
         settings: TurnSettings,
         llm: LlmClient | None,
         sweep_interval_seconds: float,
+        telemetry: TurnTelemetry | None = None,
     ) -> "RunServices":
         live = LiveRuns()
         archiver = EventArchiver(runs)
-        canceller = RunCanceller(runs, live, archiver, clock)
-        executor = TurnExecutor(runs, workflows, live, archiver, canceller, clock, settings, llm)
+        canceller = RunCanceller(runs, live, archiver, clock, telemetry)
+        executor = TurnExecutor(
+            runs, workflows, live, archiver, canceller, clock, settings, llm, telemetry
+        )
         reader = RunReader(runs, executor, clock)
         poll_seconds = settings.claim_poll.total_seconds()
         return cls(

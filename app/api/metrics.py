@@ -1,0 +1,14 @@
+"""``GET /metrics``: the process's metrics in Prometheus's text format, public like the
+health checks (they name workflows by id, never tenants, keys or text)."""
+
+from litestar import Request, get
+from litestar.response import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.telemetry.metrics import Metrics
+
+
+@get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=True)
+async def metrics(request: Request) -> Response[bytes]:  # type: ignore[type-arg]
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""What Tandem tells its operators: Prometheus metrics and log lines."""
