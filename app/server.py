@@ -66,10 +66,12 @@ def create_app(
                 stream_keepalive=timedelta(seconds=settings.stream_keepalive_seconds),
                 max_turn_recoveries=settings.max_turn_recoveries,
                 max_stored_bytes=settings.max_stored_bytes,
+                idempotency_lifetime=settings.idempotency_lifetime,
                 evaluation_limits=settings.evaluation,
             ),
             llm or build_llm_client(settings),
             settings.sweep_interval_seconds,
+            store.idempotency,
         )
         app.state.runs = runs
         if settings.examples_tenant is not None:

@@ -184,6 +184,15 @@ EXAMPLES: dict[str, ErrorBody] = {
     "run_terminal": ErrorBody(
         detail=f"Run {_RUN} is completed: it takes no more turns.", code="run_terminal"
     ),
+    "request_in_progress": ErrorBody(
+        detail=f"The first request with this Idempotency-Key is executing turn 2 of run {_RUN}.",
+        code="request_in_progress",
+    ),
+    "idempotency_key_reused": ErrorBody(
+        detail="This Idempotency-Key was sent with another request; a key names one request "
+        "(the same method, path, body, Accept and Prefer).",
+        code="idempotency_key_reused",
+    ),
     "payload_too_large": ErrorBody(
         detail="The request body is larger than this server accepts.", code="payload_too_large"
     ),

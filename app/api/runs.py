@@ -15,6 +15,7 @@ from litestar.response import ServerSentEvent
 from app.api.answers import run_detail, run_summary, turn_accepted, turn_answer
 from app.api.dependencies import API_KEY_SECURITY, Caller, run_services
 from app.api.errors import error_responses
+from app.api.idempotency import AnswerMode, execute_once
 from app.api.openapi import EXECUTION_SOURCE_PATTERN, StreamOperation, TurnOperation
 from app.api.params import (
     DEFAULT_LIMIT,
@@ -80,7 +81,9 @@ class ExecuteController(Controller):
             " text is generated, and `turn_result` last with this answer. With `Prefer:"
             " respond-async` it answers `202` once the run is claimed (refusals still come"
             " first) and executes the turn in the background: poll `status_url`, follow"
-            " `stream_url`. A stop is never deferred: it answers `200`."
+            " `stream_url`. A stop is never deferred: it answers `200`. With an"
+            " `Idempotency-Key`, a retry of the same request gets the first answer again and"
+            " executes nothing (see the header)."
         ),
         responses={
             **error_responses(
@@ -95,8 +98,10 @@ class ExecuteController(Controller):
                 "not_found",
                 "turn_in_progress",
                 "run_terminal",
+                "request_in_progress",
                 "payload_too_large",
                 "invalid_definition",
+                "idempotency_key_reused",
             ),
             202: ResponseSpec(
                 TurnAccepted,
@@ -120,8 +125,15 @@ class ExecuteController(Controller):
         source = request.headers.get("x-execution-source", "")
         workflow = object_id(workflow_id, "workflow_id")
         turn = turn_request(data, version, _execution_source(source))
+        streamed = "text/event-stream" in request.headers.get("accept", "")
+        key = request.headers.get("idempotency-key")
+        if key is not None:
+            mode: AnswerMode = (
+                "stream" if streamed else "async" if prefer and _prefers_async(prefer) else "json"
+            )
+            return await execute_once(runs, request, workflow, turn, mode, key)
         prepared = await runs.executor.prepare(request.user, workflow, turn)
-        if "text/event-stream" in request.headers.get("accept", ""):
+        if streamed:
             # Errors found so far were answered as JSON; from here on the turn streams.
             return ServerSentEvent(stream_turn(runs, prepared))  # type: ignore[return-value]
         if prefer and _prefers_async(prefer) and prepared.done is None:

@@ -25,7 +25,6 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -55,10 +54,12 @@ from app.services.turn_model import (
     TurnSettings,
     after_single_event_turn,
     events_of_turn,
+    run_id_at,
     single_event_turn,
 )
 from app.services.workflows import WorkflowService
-from app.store.documents import Claim, CommittedState, LiveText, RunDocument
+from app.store.documents import Claim, CommittedState, LiveText, RequestRef, RunDocument
+from app.store.idempotency import IdempotencyStore
 from app.store.runs import RunStore
 
 CLAIM_ATTEMPTS = 3
@@ -79,6 +80,7 @@ class TurnExecutor:
         clock: Clock,
         settings: TurnSettings,
         llm: LlmClient | None = None,
+        keys: IdempotencyStore | None = None,
     ) -> None:
         self._runs = runs
         self._workflows = workflows
@@ -88,6 +90,7 @@ class TurnExecutor:
         self._clock = clock
         self._settings = settings
         self._llm = llm
+        self._keys = keys
         # Turns completing in the background (streamed and asynchronous ones).
         self._background: set[asyncio.Task[TurnResult]] = set()
 
@@ -109,7 +112,9 @@ class TurnExecutor:
         turn_input = TurnInput(message=message, data=request.data)
         if request.run_id is None:
             return await self._first_turn(tenant, workflow_id, request, turn_input)
-        return await self._next_turn(tenant, workflow_id, request.run_id, turn_input)
+        return await self._next_turn(
+            tenant, workflow_id, request.run_id, turn_input, request.request
+        )
 
     async def complete(self, turn: PreparedTurn) -> TurnResult:
         """Run a prepared turn to its end and commit it."""
@@ -147,6 +152,11 @@ class TurnExecutor:
             return  # someone else recovered it first
         recoveries = run.claim.recoveries
         turn = run.state.turn + 1
+        if run.claim.request is not None and self._keys is not None:
+            # The turn answers a keyed request: its record learns which turn before the
+            # turn can commit, so that a retry of the request finds this turn rather than
+            # executing its message again.
+            await self._keys.link(run.claim.request, turn)
         if recoveries > self._settings.max_turn_recoveries:
             logger.error(
                 "run %s: turn %d interrupted %d times; failing the run", run_id, turn, recoveries
@@ -183,9 +193,9 @@ class TurnExecutor:
         pinned = workflow.latest_version if request.version is None else request.version
         compiled = await self._workflows.compiled(tenant, workflow_id, pinned)
         now = self._clock()
-        claim = self._new_claim(turn_input)
+        claim = self._new_claim(turn_input, request.request)
         run = RunDocument(
-            id=_run_id(now),
+            id=request.new_run_id or run_id_at(now),
             tenant=tenant,
             workflow_id=workflow_id,
             version=pinned,
@@ -202,10 +212,15 @@ class TurnExecutor:
         return PreparedTurn(run=run, compiled=compiled, claim=claim)
 
     async def _next_turn(
-        self, tenant: str, workflow_id: ObjectId, run_id: ObjectId, turn_input: TurnInput
+        self,
+        tenant: str,
+        workflow_id: ObjectId,
+        run_id: ObjectId,
+        turn_input: TurnInput,
+        request: RequestRef | None = None,
     ) -> PreparedTurn:
         for _ in range(CLAIM_ATTEMPTS):
-            claim = self._new_claim(turn_input)
+            claim = self._new_claim(turn_input, request)
             run = await self._runs.claim_for_turn(tenant, run_id, workflow_id, claim)
             if run is not None:
                 break
@@ -434,7 +449,7 @@ class TurnExecutor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(recorder.urgent.wait(), interval)
 
-    def _new_claim(self, turn_input: TurnInput) -> Claim:
+    def _new_claim(self, turn_input: TurnInput, request: RequestRef | None = None) -> Claim:
         now = self._clock()
         return Claim(
             token=secrets.token_hex(16),
@@ -442,6 +457,7 @@ class TurnExecutor:
             data=turn_input.data,
             started_at=now,
             expires_at=now + self._settings.lease,
+            request=request,
         )
 
 
@@ -550,12 +566,6 @@ class _ReplayedLlm:
             return await self._llm.complete(call, on_delta)
         stored = self._completed.pop(0).data
         return LlmReply(text=stored["text"], usage=stored.get("usage"))
-
-
-def _run_id(now: datetime) -> ObjectId:
-    """A new run's id, whose leading second is ``now``'s (the clock's, which tests move):
-    listings turn time filters into bounds on ``_id``, so they must agree."""
-    return ObjectId(int(now.timestamp()).to_bytes(4, "big") + ObjectId().binary[4:])
 
 
 def _stored_bytes(state: CommittedState, log: list[Event]) -> int:
