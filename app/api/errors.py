@@ -189,8 +189,8 @@ EXAMPLES: dict[str, ErrorBody] = {
         code="request_in_progress",
     ),
     "idempotency_key_reused": ErrorBody(
-        detail="This Idempotency-Key was sent with another request; a key names one request "
-        "(the same method, path, body, Accept and Prefer).",
+        detail="This Idempotency-Key was first sent with another request: a key names one "
+        "request (its path, version, body, Accept, Prefer and X-Execution-Source).",
         code="idempotency_key_reused",
     ),
     "payload_too_large": ErrorBody(

@@ -137,8 +137,9 @@ class IdempotentTurns:
                 continue
             if found.fingerprint != fingerprint:
                 raise IdempotencyKeyReused(
-                    "This Idempotency-Key was sent with another request; a key names one "
-                    "request (the same method, path, body, Accept and Prefer)."
+                    "This Idempotency-Key was first sent with another request: a key names "
+                    "one request (its path, version, body, Accept, Prefer and "
+                    "X-Execution-Source)."
                 )
             outcome = await self._first_request(found, now)
             if outcome is not None:

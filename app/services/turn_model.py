@@ -135,7 +135,7 @@ def as_left_by_turn(run: RunDocument, turn: int, events: list[Event]) -> RunDocu
     """``run`` as its committed ``turn`` (whose ``events`` are given) left it, for that
     turn's answer: the run as it is if no turn followed; else, as the turn's last event
     says (a turn that others followed ended waiting, with nothing output and no error)."""
-    if turn == run.state.turn:
+    if turn == run.state.turn or not events:  # (none: deleted with an expired run)
         return msgspec.structs.replace(run, claim=None)
     last = events[-1]
     assert last.type in ("waiting_for_input", "paused"), last.type
