@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     stream_keepalive_seconds: float = 15.0
     max_turn_recoveries: int = 2
     max_stored_bytes: int = 8 * 1024 * 1024
+    # How long an Idempotency-Key of POST .../execute is remembered, from its first request.
+    idempotency_hours: float = 24.0
     evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
     definitions: DefinitionLimits = msgspec.field(default_factory=DefinitionLimits)
 
@@ -61,6 +63,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def idempotency_lifetime(self) -> timedelta:
+        return timedelta(hours=self.idempotency_hours)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -102,6 +108,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             else None,
             max_turn_recoveries=_whole(env, "TANDEM_MAX_TURN_RECOVERIES", 2, allow_zero=True),
             max_stored_bytes=_whole(env, "TANDEM_MAX_STORED_BYTES", 8 * 1024 * 1024),
+            idempotency_hours=_number(env, "TANDEM_IDEMPOTENCY_HOURS", 24.0),
             evaluation=_evaluation_limits(env),
             definitions=_definition_limits(env),
         )

@@ -58,6 +58,20 @@ class RunTerminal(TandemError):
     code = "run_terminal"
 
 
+class RequestInProgress(TandemError):
+    """A request with an Idempotency-Key whose first request is still executing."""
+
+    status_code = 409
+    code = "request_in_progress"
+
+
+class IdempotencyKeyReused(TandemError):
+    """An Idempotency-Key sent again with a different request."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
 class DefinitionRejected(TandemError):
     status_code = 422
     code = "invalid_definition"

@@ -76,10 +76,12 @@ def create_app(
                 stream_keepalive=timedelta(seconds=settings.stream_keepalive_seconds),
                 max_turn_recoveries=settings.max_turn_recoveries,
                 max_stored_bytes=settings.max_stored_bytes,
+                idempotency_lifetime=settings.idempotency_lifetime,
                 evaluation_limits=settings.evaluation,
             ),
             MeasuredLlm(llm or build_llm_client(settings), registry),
             settings.sweep_interval_seconds,
+            store.idempotency,
             TurnTelemetry(registry),
         )
         app.state.runs = runs

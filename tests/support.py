@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app.clock import utc_now
 from app.store.database import Database
 from app.store.embedded import open_embedded_client
 
@@ -60,6 +61,15 @@ class FakeClock:
 
     def __init__(self) -> None:
         self.now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+
+    @classmethod
+    def from_real_time(cls) -> "FakeClock":
+        """A clock that starts at the real time, to the millisecond: for times that a TTL
+        index compares with the database's own clock (MongoDB's TTL monitor, mongomock on
+        each read), which must not find them long past."""
+        clock = cls()
+        clock.now = utc_now()
+        return clock
 
     def __call__(self) -> datetime:
         return self.now

@@ -3,6 +3,7 @@ accepted asynchronous turn."""
 
 from typing import Any
 
+from bson import ObjectId
 from litestar import Request
 
 from app.api.schemas import RunDetail, RunSummary, TurnAccepted, TurnAnswer
@@ -99,10 +100,15 @@ def _progress(status: RunStatus, completed_nodes: int, total_nodes: int) -> int:
 
 
 def turn_accepted(request: Request[str, Any, Any], turn: PreparedTurn) -> TurnAccepted:
-    run_url = f"{str(request.base_url).rstrip('/')}/v1/runs/{turn.run.id}"
+    return accepted_turn(request, turn.run.id, turn.turn)
+
+
+def accepted_turn(request: Request[str, Any, Any], run_id: ObjectId, turn: int) -> TurnAccepted:
+    """The ``202`` of turn ``turn`` of run ``run_id``, executing in the background."""
+    run_url = f"{str(request.base_url).rstrip('/')}/v1/runs/{run_id}"
     return TurnAccepted(
-        run_id=str(turn.run.id),
-        turn=turn.turn,
+        run_id=str(run_id),
+        turn=turn,
         status=RunStatus.RUNNING,
         status_url=run_url,
         stream_url=f"{run_url}/stream",

@@ -188,6 +188,15 @@ EXAMPLES: dict[str, ErrorBody] = {
     "run_terminal": ErrorBody(
         detail=f"Run {_RUN} is completed: it takes no more turns.", code="run_terminal"
     ),
+    "request_in_progress": ErrorBody(
+        detail=f"The first request with this Idempotency-Key is executing turn 2 of run {_RUN}.",
+        code="request_in_progress",
+    ),
+    "idempotency_key_reused": ErrorBody(
+        detail="This Idempotency-Key was first sent with another request: a key names one "
+        "request (its path, version, body, Accept, Prefer and X-Execution-Source).",
+        code="idempotency_key_reused",
+    ),
     "payload_too_large": ErrorBody(
         detail="The request body is larger than this server accepts.", code="payload_too_large"
     ),

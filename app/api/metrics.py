@@ -8,7 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app.telemetry.metrics import Metrics
 
 
-@get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=True)
+# Not in the OpenAPI document: Prometheus's text format, documented in the README.
+@get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response[bytes]:  # type: ignore[type-arg]
     registry: Metrics = request.app.state.metrics
     return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     Components,
     Example,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
@@ -119,12 +120,13 @@ EXECUTION_SOURCE_PATTERN = "[A-Za-z][A-Za-z0-9_-]{0,31}"
 
 
 def _optional_header(name: str, description: str, **schema: Any) -> Parameter:
+    schema.setdefault("default", "")
     return Parameter(
         name=name,
         param_in=ParamType.HEADER,
         required=False,
         description=description,
-        schema=Schema(type=OpenAPIType.STRING, default="", description=description, **schema),
+        schema=Schema(type=OpenAPIType.STRING, description=description, **schema),
     )
 
 
@@ -139,6 +141,33 @@ TURN_HEADERS = (
         " `-`, at most 32; shown upper-cased as the run's `execution_source`.",
         pattern=f"^{EXECUTION_SOURCE_PATTERN}$",
     ),
+    _optional_header(
+        "Idempotency-Key",
+        "Makes the turn safe to retry (the IETF Idempotency-Key draft): a key of the client's"
+        ' choosing, 1 to 255 printable ASCII characters, quoted (`"…"`, as the draft writes'
+        " it; 257 with the quotes) or not. The first"
+        " request with a key executes and its answer is stored for"
+        " `TANDEM_IDEMPOTENCY_HOURS` (24); the same request again with the key gets that"
+        " answer again (status, body, `Location`, a stream replayed as one) with"
+        " `Idempotent-Replayed: true`, and executes nothing, also when its first attempt's"
+        " server died mid-turn (the turn is executed once, by its recovery). The key with"
+        " another request (method, path, body, `Accept`, `Prefer`, `X-Execution-Source`):"
+        " `422 idempotency_key_reused`; while the first request executes: `409"
+        " request_in_progress`. A request refused before its turn executes (`400`, `404`,"
+        " `409`, `422 invalid_definition`) stores nothing: the key stays free. Keys are per"
+        " tenant.",
+        default=None,  # none: absent, the turn is not keyed
+        min_length=1,
+        max_length=257,
+        pattern="^[ -~]+$",
+    ),
+)
+
+# On an answer sent again for an Idempotency-Key.
+REPLAYED_HEADER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.STRING, enum=["true"]),
+    description="`true` when this is the stored answer of an earlier request with the same"
+    " `Idempotency-Key`, sent again.",
 )
 
 
@@ -153,6 +182,13 @@ class TurnOperation(Operation):
         self.parameters = [*(self.parameters or []), *TURN_HEADERS]
         if isinstance(self.request_body, RequestBody):
             self.request_body.required = False
+        for status in ("200", "202"):
+            documented = (self.responses or {}).get(status)
+            if isinstance(documented, OpenAPIResponse):
+                documented.headers = {
+                    **(documented.headers or {}),
+                    "Idempotent-Replayed": REPLAYED_HEADER,
+                }
         answer = (self.responses or {}).get("200")
         if isinstance(answer, OpenAPIResponse) and answer.content is not None:
             answer.description = (

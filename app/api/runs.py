@@ -15,6 +15,7 @@ from litestar.response import ServerSentEvent
 from app.api.answers import run_detail, run_summary, turn_accepted, turn_answer
 from app.api.dependencies import API_KEY_SECURITY, Caller, run_services
 from app.api.errors import error_responses
+from app.api.idempotency import AnswerMode, execute_once
 from app.api.openapi import EXECUTION_SOURCE_PATTERN, StreamOperation, TurnOperation
 from app.api.params import (
     DEFAULT_LIMIT,
@@ -49,14 +50,14 @@ from app.services.turn_model import DEFAULT_SOURCE
 
 Runs = NamedDependency[RunServices]
 LastEventIdHeader = Annotated[
-    str,
+    str | None,
     HeaderParameter(
         name="Last-Event-ID",
         description=(
-            "Resume after this message: a seq, or `<seq>.<characters>` (LLM text); empty, as"
-            " absent: from the start."
+            "Resume after this message: a seq, or `<seq>.<characters>` (LLM text); without"
+            " it, the stream starts at the run's first event."
         ),
-        schema_extra={"pattern": "^([0-9]{1,18}([.][0-9]{1,18})?)?$"},
+        schema_extra={"pattern": "^[0-9]{1,18}([.][0-9]{1,18})?$"},
     ),
 ]
 _SOURCE = re.compile(EXECUTION_SOURCE_PATTERN)
@@ -83,7 +84,9 @@ class ExecuteController(Controller):
             " text is generated, and `turn_result` last with this answer. With `Prefer:"
             " respond-async` it answers `202` once the run is claimed (refusals still come"
             " first) and executes the turn in the background: poll `status_url`, follow"
-            " `stream_url`. A stop is never deferred: it answers `200`."
+            " `stream_url`. A stop is never deferred: it answers `200`. With an"
+            " `Idempotency-Key`, a retry of the same request gets the first answer again and"
+            " executes nothing (see the header)."
         ),
         responses={
             **error_responses(
@@ -98,8 +101,10 @@ class ExecuteController(Controller):
                 "not_found",
                 "turn_in_progress",
                 "run_terminal",
+                "request_in_progress",
                 "payload_too_large",
                 "invalid_definition",
+                "idempotency_key_reused",
             ),
             202: ResponseSpec(
                 TurnAccepted,
@@ -124,6 +129,12 @@ class ExecuteController(Controller):
         workflow = object_id(workflow_id, "workflow_id")
         turn = turn_request(data, version, _execution_source(source))
         streamed = "text/event-stream" in request.headers.get("accept", "")
+        key = request.headers.get("idempotency-key")
+        if key is not None:
+            mode: AnswerMode = (
+                "stream" if streamed else "async" if prefer and _prefers_async(prefer) else "json"
+            )
+            return await execute_once(runs, request, workflow, turn, mode, key)
         in_background = streamed or bool(prefer and _prefers_async(prefer))
         prepared = await runs.executor.prepare(
             request.user, workflow, turn, blocking=not in_background
@@ -295,7 +306,7 @@ class RunController(Controller):
         request: Caller,
         runs: Runs,
         run_id: IdPath,
-        last_event_id: LastEventIdHeader = "",
+        last_event_id: LastEventIdHeader = None,
     ) -> ServerSentEvent:
         run = object_id(run_id, "run_id")
         position = position_after(last_event_id)

@@ -56,11 +56,20 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "a method the path does not take"),
     "turn_in_progress": (409, "the run is executing another turn"),
     "run_terminal": (409, "the run is completed, failed, cancelled or aborted"),
+    "request_in_progress": (
+        409,
+        "the first request with this `Idempotency-Key` is still executing; retry later",
+    ),
     "payload_too_large": (413, "a body over the size limit (1 MiB)"),
     "invalid_definition": (
         422,
         "a definition with problems, each listed with its path; for a new run, a version "
         "stored under other rules that no longer compiles on this server",
+    ),
+    "idempotency_key_reused": (
+        422,
+        "this `Idempotency-Key` was first sent with another request (method, path, body, "
+        "`Accept`, `Prefer` or `X-Execution-Source`)",
     ),
     "internal_error": (500, "the server failed; never expected for any input"),
     "unavailable": (503, "MongoDB does not answer"),

@@ -18,7 +18,7 @@ from bson import ObjectId
 from litestar.response import ServerSentEventMessage
 
 from app.api.answers import turn_answer
-from app.api.schemas import ErrorBody
+from app.api.schemas import ErrorBody, TurnAnswer
 from app.engine.state import Event, LlmDelta
 from app.errors import ErrorItem, InvalidParameter, TandemError
 from app.services.following import RunFollower
@@ -35,11 +35,33 @@ def stream_turn(runs: RunServices, turn: PreparedTurn) -> AsyncIterator[ServerSe
     here, not when the stream is first read: a client that goes away at any moment, even
     before the response begins, ends the stream, never the turn, which completes and is
     stored (and releases its claim)."""
+    task, live = runs.executor.start(turn)
+    return stream_started_turn(runs, turn, task, live)
+
+
+def stream_started_turn(
+    runs: RunServices,
+    turn: PreparedTurn,
+    task: "asyncio.Task[TurnResult]",
+    live: LiveTurn | None,
+) -> AsyncIterator[ServerSentEventMessage]:
+    """The SSE messages of a turn already started (``TurnExecutor.start``)."""
     done = turn.done.events if turn.done is not None else None
     first_seq = done[0].seq if done else turn.run.next_seq
-    task, live = runs.executor.start(turn)
     keepalive = runs.follower.keepalive_seconds
     return _turn_messages(task, live, StreamPosition(seq=first_seq - 1), keepalive)
+
+
+async def stream_answered_turn(answer_json: str) -> AsyncIterator[ServerSentEventMessage]:
+    """A turn already answered (``answer_json``: its answer), as its stream ends: each of
+    its events, then ``turn_result`` (an Idempotency-Key's replay; LLM text is not stored,
+    so no ``llm_delta``: each ``llm_completed`` carries the text whole)."""
+    for event in _ANSWER.decode(answer_json).events:
+        yield message(event, StreamPosition(seq=event.seq))
+    yield ServerSentEventMessage(event="turn_result", data=answer_json)
+
+
+_ANSWER = msgspec.json.Decoder(TurnAnswer)
 
 
 async def _turn_messages(
@@ -86,8 +108,10 @@ async def _run_messages(
 
 
 def position_after(last_event_id: str | None) -> StreamPosition:
-    """Where a stream resumes: after the ``Last-Event-ID`` a client sends back."""
-    if last_event_id is None or not last_event_id.strip():
+    """Where a stream resumes: after the ``Last-Event-ID`` a client sends back (an
+    EventSource sends none before it has seen an id; an empty one is refused, as the
+    document's pattern says)."""
+    if last_event_id is None:
         return StreamPosition()
     match = _LAST_EVENT_ID.fullmatch(last_event_id.strip())
     if match is None:

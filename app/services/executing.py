@@ -65,10 +65,12 @@ from app.services.turn_model import (
     TurnSettings,
     after_single_event_turn,
     events_of_turn,
+    run_id_at,
     single_event_turn,
 )
 from app.services.workflows import WorkflowService
-from app.store.documents import Claim, CommittedState, LiveText, RunDocument
+from app.store.documents import Claim, CommittedState, LiveText, RequestRef, RunDocument
+from app.store.idempotency import IdempotencyStore
 from app.store.runs import RunStore
 from app.telemetry.turns import TurnTelemetry
 
@@ -90,6 +92,7 @@ class TurnExecutor:
         clock: Clock,
         settings: TurnSettings,
         llm: LlmClient | None = None,
+        keys: IdempotencyStore | None = None,
         telemetry: TurnTelemetry | None = None,
     ) -> None:
         self._telemetry = telemetry or TurnTelemetry()
@@ -101,6 +104,7 @@ class TurnExecutor:
         self._clock = clock
         self._settings = settings
         self._llm = llm
+        self._keys = keys
         # Turns completing in the background (streamed and asynchronous ones).
         self._background: set[asyncio.Task[TurnResult]] = set()
 
@@ -124,7 +128,9 @@ class TurnExecutor:
         turn_input = TurnInput(message=message, data=request.data)
         if request.run_id is None:
             return await self._first_turn(tenant, workflow_id, request, turn_input, blocking)
-        return await self._next_turn(tenant, workflow_id, request.run_id, turn_input)
+        return await self._next_turn(
+            tenant, workflow_id, request.run_id, turn_input, request.request
+        )
 
     async def complete(self, turn: PreparedTurn) -> TurnResult:
         """Run a prepared turn to its end and commit it."""
@@ -162,6 +168,11 @@ class TurnExecutor:
             return  # someone else recovered it first
         recoveries = run.claim.recoveries
         turn = run.state.turn + 1
+        if run.claim.request is not None and self._keys is not None:
+            # The turn answers a keyed request: its record learns which turn before the
+            # turn can commit, so that a retry of the request finds this turn rather than
+            # executing its message again.
+            await self._keys.link(run.claim.request, turn)
         if recoveries > self._settings.max_turn_recoveries:
             logger.error(
                 "run %s: turn %d interrupted %d times; failing the run", run_id, turn, recoveries
@@ -230,9 +241,9 @@ class TurnExecutor:
         pinned = workflow.latest_version if request.version is None else request.version
         compiled = await self._workflows.compiled(tenant, workflow_id, pinned)
         now = self._clock()
-        claim = self._new_claim(turn_input)
+        claim = self._new_claim(turn_input, request.request)
         run = RunDocument(
-            id=_run_id(now),
+            id=request.new_run_id or run_id_at(now),
             tenant=tenant,
             workflow_id=workflow_id,
             version=pinned,
@@ -244,17 +255,24 @@ class TurnExecutor:
             claim=claim,
             log=[],
         )
-        if blocking:  # inserted when it ends, or at its first progress record
+        # Inserted when it ends, or at its first progress record; but a keyed request's
+        # run must be found by a retry if this process dies (see ``idempotency``).
+        if blocking and request.request is None:
             return PreparedTurn(run=run, compiled=compiled, claim=claim, stored=False)
         # Its id is shown before it ends: a stop must reach it, a crash must not lose it.
         await self._runs.insert(run)
         return PreparedTurn(run=run, compiled=compiled, claim=claim)
 
     async def _next_turn(
-        self, tenant: str, workflow_id: ObjectId, run_id: ObjectId, turn_input: TurnInput
+        self,
+        tenant: str,
+        workflow_id: ObjectId,
+        run_id: ObjectId,
+        turn_input: TurnInput,
+        request: RequestRef | None = None,
     ) -> PreparedTurn:
         for _ in range(CLAIM_ATTEMPTS):
-            claim = self._new_claim(turn_input)
+            claim = self._new_claim(turn_input, request)
             run = await self._runs.claim_for_turn(tenant, run_id, workflow_id, claim)
             if run is not None:
                 break
@@ -502,7 +520,7 @@ class TurnExecutor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(recorder.urgent.wait(), interval)
 
-    def _new_claim(self, turn_input: TurnInput) -> Claim:
+    def _new_claim(self, turn_input: TurnInput, request: RequestRef | None = None) -> Claim:
         now = self._clock()
         return Claim(
             token=secrets.token_hex(16),
@@ -510,6 +528,7 @@ class TurnExecutor:
             data=turn_input.data,
             started_at=now,
             expires_at=now + self._settings.lease,
+            request=request,
         )
 
 
@@ -640,12 +659,6 @@ class _ReplayedLlm:
             return await self._llm.complete(call, on_delta)
         stored = self._completed.pop(0).data
         return LlmReply(text=stored["text"], usage=stored.get("usage"))
-
-
-def _run_id(now: datetime) -> ObjectId:
-    """A new run's id, whose leading second is ``now``'s (the clock's, which tests move):
-    listings turn time filters into bounds on ``_id``, so they must agree."""
-    return ObjectId(int(now.timestamp()).to_bytes(4, "big") + ObjectId().binary[4:])
 
 
 def _stored_bytes(state: CommittedState, log: list[Event]) -> int:

@@ -12,6 +12,7 @@ from app.clock import Clock
 from app.engine.state import Event
 from app.errors import NotFound
 from app.services.executing import TurnExecutor
+from app.services.turn_model import TurnResult, as_left_by_turn
 from app.store.documents import RunDocument
 from app.store.runs import RunStore
 
@@ -38,6 +39,20 @@ class RunReader:
         run = await self.read(tenant, run_id)
         if turn is None:
             return await self.events_after(run, 0)
+        return await self._events_of_turn(run, turn)
+
+    async def result_of_turn(self, tenant: str, run_id: ObjectId, turn: int) -> TurnResult | None:
+        """The answer of one committed turn of a run, as the request that posted it got
+        (or would have got) it: the run as that turn left it, and the turn's events. None
+        while the turn has not committed; a turn interrupted by a crash is executed again
+        first."""
+        run = await self.read(tenant, run_id)
+        if run.state.turn < turn:
+            return None
+        events = await self._events_of_turn(run, turn)
+        return TurnResult(run=as_left_by_turn(run, turn, events), events=events)
+
+    async def _events_of_turn(self, run: RunDocument, turn: int) -> list[Event]:
         in_log = [event for event in run.log if event.turn == turn]
         if in_log or turn > run.state.turn:
             return in_log

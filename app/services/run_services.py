@@ -1,5 +1,5 @@
 """The services of runs, wired together: executing turns, cancelling, reading, listing,
-following, and the sweep for turns whose server died. Handlers take this one object (one
+following, idempotent turns (Idempotency-Key), and the sweep for turns whose server died. Handlers take this one object (one
 dependency a handler: Litestar resolves two or more in a task group, a cost paid on every
 turn)."""
 
@@ -11,12 +11,14 @@ from app.services.archiving import EventArchiver
 from app.services.cancelling import RunCanceller
 from app.services.executing import TurnExecutor
 from app.services.following import RunFollower
+from app.services.idempotency import IdempotentTurns
 from app.services.listing import RunLister
 from app.services.live import LiveRuns
 from app.services.reading import RunReader
 from app.services.sweeping import InterruptedTurnSweeper
 from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
+from app.store.idempotency import IdempotencyStore
 from app.store.runs import RunStore
 from app.telemetry.turns import TurnTelemetry
 
@@ -29,6 +31,7 @@ class RunServices:
     lister: RunLister
     follower: RunFollower
     sweeper: InterruptedTurnSweeper
+    keys: IdempotentTurns
 
     @classmethod
     def build(
@@ -39,13 +42,14 @@ class RunServices:
         settings: TurnSettings,
         llm: LlmClient | None,
         sweep_interval_seconds: float,
+        keys: IdempotencyStore,
         telemetry: TurnTelemetry | None = None,
     ) -> "RunServices":
         live = LiveRuns()
         archiver = EventArchiver(runs)
         canceller = RunCanceller(runs, live, archiver, clock, telemetry)
         executor = TurnExecutor(
-            runs, workflows, live, archiver, canceller, clock, settings, llm, telemetry
+            runs, workflows, live, archiver, canceller, clock, settings, llm, keys, telemetry
         )
         reader = RunReader(runs, executor, clock)
         poll_seconds = settings.claim_poll.total_seconds()
@@ -58,9 +62,17 @@ class RunServices:
                 reader, live, poll_seconds, settings.stream_keepalive.total_seconds()
             ),
             sweeper=InterruptedTurnSweeper(runs, executor, clock, sweep_interval_seconds),
+            keys=IdempotentTurns(
+                keys,
+                reader,
+                clock,
+                settings.idempotency_lifetime,
+                settings.lease,
+            ),
         )
 
     async def close(self) -> None:
         """Stop sweeping and wait for the turns and archives still in the background."""
         await self.sweeper.stop()
         await self.executor.drain()
+        await self.keys.drain()

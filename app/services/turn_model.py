@@ -11,8 +11,8 @@ from bson import ObjectId
 from app.engine.budget import EvaluationLimits
 from app.engine.compiler import CompiledWorkflow
 from app.engine.runner import DEFAULT_HISTORY_LIMIT
-from app.engine.state import TERMINAL_STATUSES, Event, EventType, RunStatus
-from app.store.documents import Claim, CommittedState, RunDocument
+from app.engine.state import TERMINAL_STATUSES, Event, EventType, RunStatus, WaitingFor
+from app.store.documents import Claim, CommittedState, RequestRef, RunDocument
 
 DEFAULT_SOURCE = "API"
 
@@ -33,6 +33,8 @@ class TurnSettings:
     # What a run's stored state (variables, history, output) and its log may take,
     # encoded: well under MongoDB's 16 MB a document.
     max_stored_bytes: int = 8 * 1024 * 1024
+    # How long an Idempotency-Key is remembered, from its first request.
+    idempotency_lifetime: timedelta = timedelta(hours=24)
     evaluation_limits: EvaluationLimits = field(default_factory=EvaluationLimits)
 
 
@@ -48,6 +50,10 @@ class TurnRequest:
     stop: bool = False
     # Who starts the run (``API``, ``PLAYGROUND``, …), shown in its status.
     source: str = DEFAULT_SOURCE
+    # The keyed request (Idempotency-Key) the turn answers, and for a first turn the id
+    # its run takes, chosen with the key so that a retry can find the run.
+    request: RequestRef | None = None
+    new_run_id: ObjectId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +125,37 @@ def single_event_turn(
 def events_of_turn(run: RunDocument, turn: int) -> list[Event]:
     """The events of ``turn`` still in the run's log (the latest turns are)."""
     return [event for event in run.log if event.turn == turn]
+
+
+def run_id_at(now: datetime) -> ObjectId:
+    """A new run's id, whose leading second is ``now``'s (the clock's, which tests move):
+    listings turn time filters into bounds on ``_id``, so they must agree."""
+    return ObjectId(int(now.timestamp()).to_bytes(4, "big") + ObjectId().binary[4:])
+
+
+def as_left_by_turn(run: RunDocument, turn: int, events: list[Event]) -> RunDocument:
+    """``run`` as its committed ``turn`` (whose ``events`` are given) left it, for that
+    turn's answer: the run as it is if no turn followed; else, as the turn's last event
+    says (a turn that others followed ended waiting, with nothing output and no error)."""
+    if turn == run.state.turn or not events:  # (none: deleted with an expired run)
+        return msgspec.structs.replace(run, claim=None)
+    last = events[-1]
+    assert last.type in ("waiting_for_input", "paused"), last.type
+    status = (
+        RunStatus.WAITING_FOR_USER_INPUT if last.type == "waiting_for_input" else RunStatus.PAUSED
+    )
+    state = msgspec.structs.replace(
+        run.state,
+        status=status,
+        turn=turn,
+        seq=last.seq,
+        current_node=last.node_id,
+        waiting_for=msgspec.convert(last.data, WaitingFor),
+        output=None,
+        error=None,
+        updated_at=last.at,
+    )
+    return msgspec.structs.replace(run, state=state, claim=None, completed_at=None)
 
 
 def after_single_event_turn(run: RunDocument, written: SingleEventTurn) -> RunDocument:

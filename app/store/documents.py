@@ -7,7 +7,7 @@ Structs carry the values as JSON has them, and only the conversions here escape 
 """
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from bson import ObjectId
@@ -49,6 +49,16 @@ class LiveText(msgspec.Struct, kw_only=True):
     text: str
 
 
+class RequestRef(msgspec.Struct, kw_only=True):
+    """The keyed request (``Idempotency-Key``) that a claimed turn answers: the ``_id`` of
+    its record in ``idempotency_keys`` and the token of the attempt that claimed the run.
+    Whoever executes the turn, its own request or a recovery after its server died, links
+    the record to the turn before committing it (see ``IdempotencyStore.link``)."""
+
+    key_id: str
+    token: str
+
+
 class Claim(msgspec.Struct, kw_only=True):
     """The lease a turn holds on a run while it executes, the input it must not lose, and
     how far it has got (written every poll interval while it runs, for status polling and
@@ -65,6 +75,8 @@ class Claim(msgspec.Struct, kw_only=True):
     # The nodes the run has executed at least once, this turn's so far included.
     visited_nodes: list[str] | None = None
     live_text: LiveText | None = None
+    # The keyed request this turn answers, if it came with an Idempotency-Key.
+    request: RequestRef | None = None
 
 
 class CommittedState(msgspec.Struct, kw_only=True):
@@ -233,6 +245,56 @@ class TurnEventsDocument(msgspec.Struct, kw_only=True):
 
 def turn_events_id(run_id: ObjectId, turn: int) -> str:
     return f"{run_id}:{turn:08d}"
+
+
+# How a keyed request asked for its answer: as JSON, as a stream (``Accept:
+# text/event-stream``), or at once with ``202`` (``Prefer: respond-async``).
+AnswerMode = Literal["json", "stream", "async"]
+
+
+class StoredAnswer(msgspec.Struct, kw_only=True):
+    """The answer a keyed request got, as it was sent: its status, the headers that tell
+    what it means (``Location`` of a ``202``), and its body as JSON text (a stream's is its
+    ``turn_result``, from which it is replayed). Text, like a run's log: it holds events
+    whose data may have keys BSON refuses, and it is only ever read back whole."""
+
+    status_code: int
+    headers: dict[str, str]
+    body_json: str
+
+
+class IdempotencyRecord(msgspec.Struct, kw_only=True):
+    """A tenant's ``Idempotency-Key`` on ``POST .../execute``: which request first came
+    with it (its fingerprint), which turn of which run answers it, and its answer once
+    sent. Its ``_id`` is ``idempotency_record_id``: one record a key and tenant, so that of
+    parallel duplicates exactly one inserts it (see ``IdempotencyStore``)."""
+
+    id: str = msgspec.field(name="_id")
+    tenant: str
+    key: str
+    # sha256 of the request's method, path, version, body and the headers that change
+    # its answer; the same key with another fingerprint is refused.
+    fingerprint: str
+    mode: AnswerMode
+    # The attempt that holds the key: a request taking over an expired or abandoned
+    # record writes its own, and every later write of an attempt matches its token.
+    token: str
+    created_at: datetime
+    # Past this the key is forgotten: checked here, and a TTL index deletes the record.
+    expires_at: datetime
+    # Until its turn is linked, the attempt is presumed alive until then (a lease).
+    lease_expires_at: datetime
+    # The run the request turns: the body's run_id, or the id its first turn creates.
+    run_id: ObjectId
+    # The turn that answers the request, once its run is claimed for it.
+    turn: int | None = None
+    answer: StoredAnswer | None = None
+
+
+def idempotency_record_id(tenant: str, key: str) -> str:
+    """``<tenant>:<key>``, the tenant's ``%`` and ``:`` percent-encoded so that no two
+    (tenant, key) pairs share an id (tenants from TANDEM_API_KEYS hold no ``:`` anyway)."""
+    return f"{tenant.replace('%', '%25').replace(':', '%3A')}:{key}"
 
 
 def to_document(value: msgspec.Struct) -> dict[str, Any]:

@@ -31,14 +31,17 @@ from tests.support import BOOKING
 KEY = "key-fuzz"
 
 
-def semantic_refusals(method: str, path: str, status: str) -> dict[str, Any]:
-    """Let schema-valid requests of one operation also be refused with ``status``, for
+def semantic_refusals(method: str, path: str, *statuses: str) -> dict[str, Any]:
+    """Let schema-valid requests of one operation also be refused with ``statuses``, for
     rules the document cannot state (a definition's nodes must connect; a stop needs a
-    run; a number must fit in 64 bits), which answer with their own code."""
+    run; a number must fit in 64 bits; an Idempotency-Key names one request), which
+    answer with their own code."""
     return {
         "include-name": f"{method} {path}",
         "checks": {
-            "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "409", status]}
+            "positive_data_acceptance": {
+                "expected-statuses": ["2xx", "401", "404", "409", *statuses]
+            }
         },
     }
 
@@ -57,7 +60,7 @@ CONFIG = SchemathesisConfig.from_dict(
         "operations": [
             semantic_refusals("POST", "/v1/workflows", "422"),
             semantic_refusals("POST", "/v1/workflows/{workflow_id}/versions", "422"),
-            semantic_refusals("POST", "/v1/workflows/{workflow_id}/execute", "400"),
+            semantic_refusals("POST", "/v1/workflows/{workflow_id}/execute", "400", "422"),
         ],
     }
 )

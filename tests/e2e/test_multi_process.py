@@ -351,3 +351,98 @@ async def test_a_turn_whose_process_is_killed_is_executed_again_by_the_other_onc
     assert_no_errors(cluster.second)
     # Within a lease, a sweep interval and the LLM's second run (with room for a slow CI).
     assert recovered_after < LEASE_SECONDS + SWEEP_SECONDS + 20 * WORD_DELAY + 5
+
+
+async def test_a_keyed_turn_whose_process_is_killed_is_executed_once_for_its_retry(
+    cluster: Cluster,
+) -> None:
+    """A client posts a turn with an Idempotency-Key; the process serving it dies mid-turn
+    and the connection drops; the client retries on the other process. The retry gets the
+    answer of the turn, executed again once (by the sweep, or by the retry reading the run,
+    whichever comes first): never a second turn for the same message."""
+    message = words(40)  # 2 s of LLM text
+    execute = f"/v1/workflows/{CHAT}/execute"
+    keyed = {"Idempotency-Key": f"retry-{uuid.uuid4()}"}
+    async with client(cluster.first) as first, client(cluster.second) as second:
+        run_id = await start_chat(first)
+        body = {"run_id": run_id, "run_input": {"message": message}}
+        in_flight = asyncio.create_task(first.post(execute, json=body, headers=keyed))
+        await poll(
+            lambda: read_run(second, run_id),
+            lambda run: run["status"] == "running" and run["current_node"] == "answer",
+            "the keyed turn shown running at its LLM node",
+        )
+        cluster.first.kill()
+        with contextlib.suppress(httpx.TransportError):
+            await in_flight
+        assert in_flight.exception() is not None  # the client never got its answer
+
+        # At once: the turn's lease (renewed until the kill) has not expired yet.
+        early = await second.post(execute, json=body, headers=keyed)
+        assert early.status_code == 409, early.text
+        assert early.json()["code"] == "request_in_progress"
+
+        async def retry() -> httpx.Response:
+            return await second.post(execute, json=body, headers=keyed)
+
+        retried = await poll(
+            retry,
+            lambda response: response.status_code != 409,
+            "the retry answered",
+            within=LEASE_SECONDS + 40 * WORD_DELAY + 10,
+            interval=0.1,
+        )
+        assert retried.status_code == 200, retried.text
+        assert retried.headers["idempotent-replayed"] == "true"
+        again = await retry()
+        assert again.status_code == 200 and again.content == retried.content
+        run = await read_run(second, run_id)
+        events = await stored_events(second, run_id)
+
+    answer = retried.json()
+    assert answer["turn"] == 2 and answer["waiting_for"]["prompt"] == "Anything else?"
+    assert answer["events"] == [e for e in events if e["turn"] == 2]
+    received = [e["data"]["message"] for e in events if e["type"] == "input_received"]
+    assert received == [message]  # once, not once a try
+    completed = [e["data"]["text"] for e in events if e["type"] == "llm_completed"]
+    assert completed == [message]
+    assert run["turn"] == 2 and run["retry_count"] == 1
+    assert_no_errors(cluster.second)
+
+
+async def test_a_keyed_asynchronous_turn_whose_process_is_killed_keeps_its_202(
+    cluster: Cluster,
+) -> None:
+    message = words(20)  # 1 s of LLM text
+    execute = f"/v1/workflows/{CHAT}/execute"
+    keyed = {"Idempotency-Key": f"async-{uuid.uuid4()}", "Prefer": "respond-async"}
+    async with client(cluster.first) as first, client(cluster.second) as second:
+        run_id = await start_chat(first)
+        body = {"run_id": run_id, "run_input": {"message": message}}
+        accepted = await first.post(execute, json=body, headers=keyed)
+        assert accepted.status_code == 202, accepted.text
+        await poll(
+            lambda: read_run(second, run_id),
+            lambda run: run["current_node"] == "answer",
+            "the turn shown at its LLM node",
+        )
+        cluster.first.kill()
+
+        retried = await second.post(execute, json=body, headers=keyed)
+        assert retried.status_code == 202 and retried.content == accepted.content
+        assert retried.headers["location"] == accepted.headers["location"]
+        assert retried.headers["idempotent-replayed"] == "true"
+        run = await poll(
+            lambda: read_run(second, run_id),
+            lambda run: run["status"] != "running",
+            "the turn executed again and committed",
+            within=LEASE_SECONDS + 20 * WORD_DELAY + 10,
+            interval=0.1,
+        )
+        events = await stored_events(second, run_id)
+
+    assert run["status"] == "waiting_for_user_input" and run["turn"] == 2
+    assert run["variables"]["reply"] == message and run["retry_count"] == 1
+    received = [e["data"]["message"] for e in events if e["type"] == "input_received"]
+    assert received == [message]
+    assert_no_errors(cluster.second)

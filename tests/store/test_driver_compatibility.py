@@ -49,7 +49,7 @@ def collection_methods_called() -> set[str]:
                 and isinstance(node.func.value, ast.Attribute)
                 and isinstance(node.func.value.value, ast.Name)
                 and node.func.value.value.id == "self"
-                and node.func.value.attr in {"_runs", "_events", "_workflows", "_versions"}
+                and node.func.value.attr in {"_runs", "_events", "_workflows", "_versions", "_keys"}
             ):
                 called.add(node.func.attr)
     return called
@@ -58,6 +58,7 @@ def collection_methods_called() -> set[str]:
 def test_the_store_calls_collection_methods() -> None:
     called = collection_methods_called()
     assert {"find_one", "find_one_and_update", "update_one", "insert_one", "find"} <= called
+    assert {"replace_one", "delete_one"} <= called  # the idempotency keys
 
 
 def test_every_called_method_exists_with_the_same_async_shape() -> None:
