@@ -50,7 +50,7 @@ from app.services.turn_model import DEFAULT_SOURCE
 
 Runs = NamedDependency[RunServices]
 LastEventIdHeader = Annotated[
-    str | None,
+    str,
     HeaderParameter(
         name="Last-Event-ID",
         description=(
@@ -306,10 +306,11 @@ class RunController(Controller):
         request: Caller,
         runs: Runs,
         run_id: IdPath,
-        last_event_id: LastEventIdHeader = None,
+        last_event_id: LastEventIdHeader = "",
     ) -> ServerSentEvent:
         run = object_id(run_id, "run_id")
-        position = position_after(last_event_id)
+        # Read as sent: an empty header is not an absent one (``position_after``).
+        position = position_after(request.headers.get("last-event-id"))
         await runs.follower.check(request.user, run)
         return ServerSentEvent(stream_run(runs.follower, request.user, run, position))
 
