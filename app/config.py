@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     stream_keepalive_seconds: float = 15.0
     max_turn_recoveries: int = 2
     max_stored_bytes: int = 8 * 1024 * 1024
+    # How long a run is kept after its last turn; 0 keeps runs forever.
+    run_retention_days: float = 30.0
     evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
     definitions: DefinitionLimits = msgspec.field(default_factory=DefinitionLimits)
 
@@ -61,6 +63,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def run_retention(self) -> timedelta | None:
+        """How long a run is kept after its last turn; None: forever."""
+        return timedelta(days=self.run_retention_days) if self.run_retention_days else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -102,6 +109,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             else None,
             max_turn_recoveries=_whole(env, "TANDEM_MAX_TURN_RECOVERIES", 2, allow_zero=True),
             max_stored_bytes=_whole(env, "TANDEM_MAX_STORED_BYTES", 8 * 1024 * 1024),
+            run_retention_days=_retention_days(env),
             evaluation=_evaluation_limits(env),
             definitions=_definition_limits(env),
         )
@@ -127,6 +135,22 @@ def _llm_provider(env: Mapping[str, str]) -> str:
         return named
     configured = env.get("TANDEM_LLM_BASE_URL") or env.get("TANDEM_LLM_API_KEY")
     return "openai" if configured else "echo"
+
+
+# A run kept longer than a century might as well be kept forever (0); and far-off dates
+# are where datetimes overflow.
+MAX_RETENTION_DAYS = 36_500
+
+
+def _retention_days(env: Mapping[str, str]) -> float:
+    """``TANDEM_RUN_RETENTION_DAYS``: days (fractions too) a run is kept; 0 is forever."""
+    days = _number(env, "TANDEM_RUN_RETENTION_DAYS", 30.0, allow_zero=True)
+    if not days <= MAX_RETENTION_DAYS:  # NaN too
+        raise ConfigError(
+            f"TANDEM_RUN_RETENTION_DAYS must be at most {MAX_RETENTION_DAYS} (0 keeps runs "
+            f"forever), not {env['TANDEM_RUN_RETENTION_DAYS']!r}"
+        )
+    return days
 
 
 def _evaluation_limits(env: Mapping[str, str]) -> EvaluationLimits:

@@ -66,6 +66,7 @@ def create_app(
                 stream_keepalive=timedelta(seconds=settings.stream_keepalive_seconds),
                 max_turn_recoveries=settings.max_turn_recoveries,
                 max_stored_bytes=settings.max_stored_bytes,
+                run_retention=settings.run_retention,
                 evaluation_limits=settings.evaluation,
             ),
             llm or build_llm_client(settings),
@@ -75,6 +76,7 @@ def create_app(
         if settings.examples_tenant is not None:
             await load_examples(workflows, settings.examples_tenant)
         runs.sweeper.start()
+        runs.events_sweeper.start()
         try:
             yield
         finally:

@@ -56,6 +56,7 @@ def run_detail(run: RunDocument) -> RunDetail:
         total_nodes=run.total_nodes,
         started_at=run.created_at,
         completed_at=run.completed_at,
+        cleanup_after=run.cleanup_after,
         execution_source=run.execution_source,
         retry_count=run.retry_count,
     )
@@ -77,6 +78,7 @@ def run_summary(run: RunSummaryDocument) -> RunSummary:
         created_at=run.created_at,
         updated_at=run.state.updated_at,
         completed_at=run.completed_at,
+        cleanup_after=run.cleanup_after,
     )
 
 

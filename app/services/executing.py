@@ -196,6 +196,7 @@ class TurnExecutor:
             state=CommittedState.before_first_turn(request.inputs, now),
             claim=claim,
             log=[],
+            cleanup_after=self._settings.cleanup_after(now),
         )
         # Inserted before it runs, so that a stop can reach it and a crash cannot lose it.
         await self._runs.insert(run)
@@ -206,7 +207,13 @@ class TurnExecutor:
     ) -> PreparedTurn:
         for _ in range(CLAIM_ATTEMPTS):
             claim = self._new_claim(turn_input)
-            run = await self._runs.claim_for_turn(tenant, run_id, workflow_id, claim)
+            run = await self._runs.claim_for_turn(
+                tenant,
+                run_id,
+                workflow_id,
+                claim,
+                cleanup_after=self._settings.cleanup_after(claim.started_at),
+            )
             if run is not None:
                 break
             await self._explain_refused_claim(tenant, workflow_id, run_id)
@@ -222,7 +229,7 @@ class TurnExecutor:
     ) -> None:
         """Raise the reason a claim was refused; return (to try again) once an interrupted
         turn has been recovered or the run has just become free."""
-        run = await self._runs.find(tenant, run_id)
+        run = await self._runs.find(tenant, run_id, self._clock())
         if run is None or run.workflow_id != workflow_id:
             raise NotFound(f"No run {run_id} of this workflow.")
         if run.state.status in TERMINAL_STATUSES:
@@ -305,6 +312,7 @@ class TurnExecutor:
                     f"store; at most {self._settings.max_stored_bytes} (limit max_stored_bytes).",
                 )
             completed_at = now if state.status in TERMINAL_STATUSES else None
+            cleanup_after = self._settings.cleanup_after(now)
             visited = recorder.visited_nodes
             committed = await self._runs.commit_turn(
                 run.id,
@@ -313,6 +321,7 @@ class TurnExecutor:
                 log=log,
                 visited_nodes=visited,
                 completed_at=completed_at,
+                cleanup_after=cleanup_after,
             )
         except Exception:  # whatever went wrong, the run fails and its claim is released
             logger.exception("run %s: turn %d could not be completed", run.id, turn)
@@ -329,6 +338,7 @@ class TurnExecutor:
             log=log,
             visited_nodes=visited,
             completed_at=completed_at,
+            cleanup_after=cleanup_after,
         )
         self._archiver.start(done)
         return TurnResult(run=done, events=events_of_turn(done, turn))
@@ -338,8 +348,14 @@ class TurnExecutor:
         the claim; the run keeps the variables and history it had before the turn."""
         node_id = run.state.current_node
         failure = {"error": error, "node_id": node_id}
+        now = self._clock()
         written = single_event_turn(
-            run, self._clock(), RunStatus.FAILED, ("run_failed", node_id, failure), error
+            run,
+            now,
+            RunStatus.FAILED,
+            ("run_failed", node_id, failure),
+            error,
+            cleanup_after=self._settings.cleanup_after(now),
         )
         if await self._runs.commit_turn(
             run.id,
@@ -348,6 +364,7 @@ class TurnExecutor:
             log=written.log,
             visited_nodes=run.visited_nodes,
             completed_at=written.completed_at,
+            cleanup_after=written.cleanup_after,
         ):
             done = after_single_event_turn(run, written)
             self._archiver.start(done)
@@ -357,8 +374,9 @@ class TurnExecutor:
     async def _answer_after_lost_claim(self, run: RunDocument, turn: int) -> TurnResult:
         """The turn lost its claim to a stop (or, past its lease, to a recovery): nothing
         more of it is stored, and its answer is what the run holds now."""
-        current = await self._runs.find(run.tenant, run.id)
-        assert current is not None
+        current = await self._runs.find(run.tenant, run.id, self._clock())
+        if current is None:  # past its cleanup_after while the turn executed (a tiny retention)
+            raise NotFound(f"No run {run.id}.")
         if current.state.turn < turn:
             raise TurnInProgress(f"Run {run.id} is executing this turn again elsewhere.")
         return TurnResult(run=current, events=events_of_turn(current, turn))

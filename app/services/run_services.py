@@ -1,7 +1,7 @@
 """The services of runs, wired together: executing turns, cancelling, reading, listing,
-following, and the sweep for turns whose server died. Handlers take this one object (one
-dependency a handler: Litestar resolves two or more in a task group, a cost paid on every
-turn)."""
+following, the sweep for turns whose server died and the one for expired events. Handlers
+take this one object (one dependency a handler: Litestar resolves two or more in a task
+group, a cost paid on every turn)."""
 
 from dataclasses import dataclass
 
@@ -14,6 +14,7 @@ from app.services.following import RunFollower
 from app.services.listing import RunLister
 from app.services.live import LiveRuns
 from app.services.reading import RunReader
+from app.services.retention import ExpiredEventsSweeper
 from app.services.sweeping import InterruptedTurnSweeper
 from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
@@ -28,6 +29,7 @@ class RunServices:
     lister: RunLister
     follower: RunFollower
     sweeper: InterruptedTurnSweeper
+    events_sweeper: ExpiredEventsSweeper
 
     @classmethod
     def build(
@@ -41,7 +43,7 @@ class RunServices:
     ) -> "RunServices":
         live = LiveRuns()
         archiver = EventArchiver(runs)
-        canceller = RunCanceller(runs, live, archiver, clock)
+        canceller = RunCanceller(runs, live, archiver, clock, settings)
         executor = TurnExecutor(runs, workflows, live, archiver, canceller, clock, settings, llm)
         reader = RunReader(runs, executor, clock)
         poll_seconds = settings.claim_poll.total_seconds()
@@ -49,14 +51,16 @@ class RunServices:
             executor=executor,
             canceller=canceller,
             reader=reader,
-            lister=RunLister(runs, workflows),
+            lister=RunLister(runs, workflows, clock),
             follower=RunFollower(
                 reader, live, poll_seconds, settings.stream_keepalive.total_seconds()
             ),
             sweeper=InterruptedTurnSweeper(runs, executor, clock, sweep_interval_seconds),
+            events_sweeper=ExpiredEventsSweeper(runs, clock, sweep_interval_seconds),
         )
 
     async def close(self) -> None:
         """Stop sweeping and wait for the turns and archives still in the background."""
         await self.sweeper.stop()
+        await self.events_sweeper.stop()
         await self.executor.drain()

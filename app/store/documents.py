@@ -152,6 +152,14 @@ class RunDocument(msgspec.Struct, kw_only=True):
     completed_at: datetime | None = None
     # How many times, over the run's life, an interrupted turn was executed again.
     retry_count: int = 0
+    # When the run is deleted (a TTL index), renewed by every turn; None: kept forever.
+    # From then on it is as good as deleted, whether or not MongoDB has got to it yet.
+    # Absent from runs stored before retention existed: they load as kept forever.
+    cleanup_after: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the run is past its ``cleanup_after``: to every request, deleted."""
+        return self.cleanup_after is not None and self.cleanup_after <= now
 
     @property
     def next_seq(self) -> int:
@@ -192,6 +200,7 @@ class RunSummaryDocument(msgspec.Struct, kw_only=True):
     claim: ClaimSummary | None = None
     visited_nodes: list[str] = msgspec.field(default_factory=list)
     completed_at: datetime | None = None
+    cleanup_after: datetime | None = None
 
 
 # The projection that reads a RunSummaryDocument.
@@ -204,6 +213,7 @@ RUN_SUMMARY_FIELDS = dict.fromkeys(
         "total_nodes",
         "visited_nodes",
         "completed_at",
+        "cleanup_after",
         "state.status",
         "state.turn",
         "state.current_node",
@@ -229,6 +239,10 @@ class TurnEventsDocument(msgspec.Struct, kw_only=True):
     last_seq: int
     at: datetime
     events: list[Event]
+    # The run's cleanup_after when the turn was archived; later turns renew the run's, not
+    # this one, which the sweep renews once it has passed (``RunStore.expire_events``):
+    # events are deleted once their run has gone, never before. None: kept forever.
+    cleanup_after: datetime | None = None
 
 
 def turn_events_id(run_id: ObjectId, turn: int) -> str:
