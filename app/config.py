@@ -10,6 +10,11 @@ import msgspec
 from app.engine.budget import EvaluationLimits
 from app.engine.compiler import DefinitionLimits
 from app.engine.sandbox.template_checks import TemplateLimits
+from app.store.documents import (
+    BSON_BYTES_PER_JSON_BYTE,
+    MONGODB_MAX_DOCUMENT_BYTES,
+    RUN_FIELDS_BYTES,
+)
 
 DEV_TENANT = "dev"
 
@@ -85,7 +90,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         examples_tenant = env.get("TANDEM_EXAMPLES_TENANT") or None
         if examples_tenant is None and uri is None:
             examples_tenant = next(iter(keys.values()))
-        return cls(
+        settings = cls(
             mongodb_uri=uri,
             database_name=env.get("TANDEM_DB_NAME", "tandem"),
             api_keys=keys,
@@ -113,6 +118,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             evaluation=_evaluation_limits(env),
             definitions=_definition_limits(env),
         )
+        _check_run_document_fits(settings)
+        return settings
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -135,6 +142,24 @@ def _llm_provider(env: Mapping[str, str]) -> str:
         return named
     configured = env.get("TANDEM_LLM_BASE_URL") or env.get("TANDEM_LLM_API_KEY")
     return "openai" if configured else "echo"
+
+
+def _check_run_document_fits(settings: Settings) -> None:
+    """A run document holds what its turns store (``max_stored_bytes``) and, while a turn
+    executes, the turn's input (at most a request body of JSON, which BSON may store in
+    up to 7 times the bytes): both must fit MongoDB's 16 MiB a document."""
+    most = (
+        settings.max_stored_bytes
+        + BSON_BYTES_PER_JSON_BYTE * settings.max_body_bytes
+        + RUN_FIELDS_BYTES
+    )
+    if most > MONGODB_MAX_DOCUMENT_BYTES:
+        room = MONGODB_MAX_DOCUMENT_BYTES - RUN_FIELDS_BYTES
+        raise ConfigError(
+            "TANDEM_MAX_STORED_BYTES plus 7 times TANDEM_MAX_BODY_BYTES must be at most "
+            f"{room} ({settings.max_stored_bytes} + 7 * {settings.max_body_bytes} is "
+            "more), so that a run always fits MongoDB's 16 MiB a document."
+        )
 
 
 # A run kept longer than a century might as well be kept forever (0); and far-off dates

@@ -58,7 +58,15 @@ from app.services.turn_model import (
     single_event_turn,
 )
 from app.services.workflows import WorkflowService
-from app.store.documents import Claim, CommittedState, LiveText, RunDocument
+from app.store.documents import (
+    Claim,
+    CommittedState,
+    LiveText,
+    RunDocument,
+    encode_log,
+    largest_variable,
+    stored_state_bytes,
+)
 from app.store.runs import RunStore
 
 CLAIM_ATTEMPTS = 3
@@ -303,13 +311,17 @@ class TurnExecutor:
             )
             if len(outcome.events) > LONG_TURN_EVENTS:
                 await asyncio.sleep(0)  # the turn took long: let others go first
-            stored = _stored_bytes(state, log)
-            if stored > self._settings.max_stored_bytes:
+            # Measured before the write, so that a run too large to store fails naming the
+            # limit rather than with MongoDB's error; the log's text is what is stored.
+            log_json = encode_log(log)
+            limit = self._settings.max_stored_bytes
+            stored = stored_state_bytes(state, limit - len(log_json)) + len(log_json)
+            if stored > limit:
                 return await self._fail_claimed(
-                    run,
+                    recorder.stored_run(run),
                     claim,
-                    f"The run's state and its latest events would take {stored} bytes to "
-                    f"store; at most {self._settings.max_stored_bytes} (limit max_stored_bytes).",
+                    _too_large(turn, stored, limit, state),
+                    node_id=recorder.current_node,
                 )
             completed_at = now if state.status in TERMINAL_STATUSES else None
             cleanup_after = self._settings.cleanup_after(now)
@@ -322,11 +334,14 @@ class TurnExecutor:
                 visited_nodes=visited,
                 completed_at=completed_at,
                 cleanup_after=cleanup_after,
+                log_json=log_json,
             )
         except Exception:  # whatever went wrong, the run fails and its claim is released
             logger.exception("run %s: turn %d could not be completed", run.id, turn)
             return await self._fail_claimed(
-                run, claim, "The turn could not be completed because of an internal error."
+                recorder.stored_run(run),
+                claim,
+                "The turn could not be completed because of an internal error.",
             )
         if not committed:
             return await self._answer_after_lost_claim(run, turn)
@@ -343,10 +358,19 @@ class TurnExecutor:
         self._archiver.start(done)
         return TurnResult(run=done, events=events_of_turn(done, turn))
 
-    async def _fail_claimed(self, run: RunDocument, claim: Claim, error: str) -> TurnResult:
-        """End a claimed run ``failed`` with ``error`` as its turn's last event, and release
-        the claim; the run keeps the variables and history it had before the turn."""
-        node_id = run.state.current_node
+    async def _fail_claimed(
+        self,
+        run: RunDocument,
+        claim: Claim,
+        error: str,
+        *,
+        node_id: str | None = None,
+    ) -> TurnResult:
+        """End a claimed run ``failed`` with ``error`` as its turn's last event (naming
+        ``node_id``, by default the node the run was at), and release the claim; the run
+        keeps the variables and history it had before the turn. ``run.log`` must hold
+        every event stored so far: the failure is numbered after them."""
+        node_id = node_id if node_id is not None else run.state.current_node
         failure = {"error": error, "node_id": node_id}
         now = self._clock()
         written = single_event_turn(
@@ -422,23 +446,33 @@ class TurnExecutor:
         """Store the turn's progress every poll interval (at once when asked), renewing its
         lease; cancel ``engine`` once the turn has lost its claim."""
         interval = self._settings.claim_poll.total_seconds()
+        limit = self._settings.max_stored_bytes
+        # What the run's state takes stored (the one before the turn, which the run holds
+        # until the commit): the log may take the rest.
+        state_bytes = stored_state_bytes(recorder.state_before, 0)
         with contextlib.suppress(asyncio.CancelledError):
             while not engine.done():
                 recorder.urgent.clear()
                 events, shown = recorder.unstored()
-                log: list[Event] | None = recorder.log_with(events)
-                if len(msgspec.json.encode(log)) > self._settings.max_stored_bytes:
-                    # Too large to store: the commit will fail the run, naming the limit.
-                    log, events, shown = None, [], 0
+                log = recorder.log_with(events)
+                log_json = encode_log(log)
+                live_text = recorder.live_text
+                live_bytes = len(live_text.text.encode()) if live_text is not None else 0
+                # Too large to store beside the state: the record only renews the lease
+                # (the commit measures what it would store, and fails the run if need be).
+                too_large = state_bytes + len(log_json) + live_bytes > limit
+                if too_large:
+                    events, shown = [], 0
                 try:
                     held = await self._runs.record_progress(
                         run_id,
                         token,
-                        log=log,
+                        log=None if too_large else log,
                         current_node=recorder.current_node,
                         visited_nodes=recorder.visited_nodes,
-                        live_text=recorder.live_text,
+                        live_text=None if too_large else live_text,
                         expires_at=self._clock() + self._settings.lease,
+                        log_json=None if too_large else log_json,
                     )
                 except Exception:  # MongoDB unreachable for a moment: the commit will tell
                     logger.warning("could not record the progress of run %s", run_id, exc_info=True)
@@ -474,6 +508,7 @@ class _TurnRecorder:
         self._replayed = {event.seq: event for event in replayed}
         self._replayed_through = replayed[-1].seq if replayed else 0
         self._log = list(run.log)  # the run's log as stored, this turn's events included
+        self.state_before = run.state
         self._unstored: list[Event] = []
         self._unshown: list[Event | LlmDelta] = []
         self.current_node = run.state.current_node
@@ -542,6 +577,11 @@ class _TurnRecorder:
         """The run's log once ``events`` are stored too."""
         return [*self._log, *events]
 
+    def stored_run(self, run: RunDocument) -> RunDocument:
+        """``run`` (as claimed) with the log as stored now: the events of this turn that
+        progress records have stored (and so perhaps shown) included."""
+        return msgspec.structs.replace(run, log=list(self._log))
+
     def stored(self, events: int, shown: int) -> None:
         self._log += self._unstored[:events]
         del self._unstored[:events]
@@ -576,6 +616,16 @@ def _run_id(now: datetime) -> ObjectId:
     return ObjectId(int(now.timestamp()).to_bytes(4, "big") + ObjectId().binary[4:])
 
 
-def _stored_bytes(state: CommittedState, log: list[Event]) -> int:
-    """The encoded size of what a commit writes that grows with the run."""
-    return len(msgspec.json.encode((state.variables, state.history, state.output, log)))
+def _too_large(turn: int, stored: int, limit: int, state: CommittedState) -> str:
+    """Why a turn could not be stored: the sizes, the limit, and the largest variable."""
+    largest = largest_variable(state)
+    culprit = (
+        f"; its largest variable is '{largest[0][:100]}' ({largest[1]:,} bytes as JSON)"
+        if largest is not None
+        else ""
+    )
+    return (
+        f"Turn {turn} would store {stored:,} bytes (the run's variables, history and output, "
+        f"and its latest events), more than {limit:,} (limit max_stored_bytes){culprit}. The "
+        "run keeps its state from before the turn."
+    )

@@ -9,6 +9,7 @@ Structs carry the values as JSON has them, and only the conversions here escape 
 from datetime import datetime
 from typing import Any, TypeVar
 
+import bson
 import msgspec
 from bson import ObjectId
 
@@ -287,6 +288,35 @@ _LOG_DECODER = msgspec.json.Decoder(list[Event])
 def encode_log(events: list[Event]) -> str:
     """A run's log as it is stored: JSON text (see ``RunDocument``)."""
     return msgspec.json.encode(events).decode()
+
+
+# MongoDB refuses a document over 16 MiB. BSON can take several times the bytes of compact
+# JSON for the same value: in an array of small integers, ``0,`` is 2 bytes of JSON and a
+# BSON element of 1 (type) + its index as a key ("1234567\0", up to 8 bytes) + 4, 13 bytes;
+# empty objects, floats and nulls in arrays cost less than that, keys and strings about
+# the same as in JSON. So BSON takes at most this many bytes per byte of JSON, plus a few.
+BSON_BYTES_PER_JSON_BYTE = 7
+_BSON_SLACK = 1024
+MONGODB_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+# What a run document holds beside its state, log and the input of a turn in flight: ids,
+# times, counters, the nodes visited (at most 500 names).
+RUN_FIELDS_BYTES = 64 * 1024
+
+
+def stored_state_bytes(state: CommittedState, room: int) -> int:
+    """What ``state`` takes stored (BSON, as ``to_document`` writes it), or, when a quick
+    bound of that is within ``room``, the bound: the exact size costs a second encoding,
+    paid only by states large enough to come near the limit."""
+    bound = len(msgspec.json.encode(state)) * BSON_BYTES_PER_JSON_BYTE + _BSON_SLACK
+    if bound <= room:
+        return bound
+    return len(bson.encode(to_document(state)))
+
+
+def largest_variable(state: CommittedState) -> tuple[str, int] | None:
+    """The variable that takes the most bytes (as JSON), with its size; None if none."""
+    sizes = {name: len(msgspec.json.encode(value)) for name, value in state.variables.items()}
+    return max(sizes.items(), key=lambda item: item[1]) if sizes else None
 
 
 def events_to_documents(events: list[Event]) -> list[dict[str, Any]]:

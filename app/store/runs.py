@@ -192,6 +192,7 @@ class RunStore:
         visited_nodes: list[str],
         live_text: LiveText | None,
         expires_at: datetime,
+        log_json: str | None = None,
     ) -> bool:
         """Store how far a turn in flight has got (``log``: the run's log with the events it
         has emitted so far, or None to leave it; its node; its LLM text so far) and renew
@@ -207,7 +208,7 @@ class RunStore:
             "$inc": {"revision": 1},
         }
         if log is not None:
-            update["$set"]["log_json"] = encode_log(log)
+            update["$set"]["log_json"] = encode_log(log) if log_json is None else log_json
         result = await self._runs.update_one({"_id": run_id, "claim.token": token}, update)
         return result.matched_count == 1
 
@@ -221,16 +222,18 @@ class RunStore:
         visited_nodes: list[str],
         completed_at: datetime | None,
         cleanup_after: datetime | None,
+        log_json: str | None = None,
     ) -> bool:
         """Write a turn's outcome and release its claim if the turn still holds it; False
-        if it lost it. ``log`` is the run's whole log after the turn."""
+        if it lost it. ``log`` is the run's whole log after the turn (``log_json``: as
+        ``encode_log`` writes it, when the caller has it already)."""
         result = await self._runs.update_one(
             {"_id": run_id, "claim.token": token},
             {
                 "$set": {
                     "state": to_document(state),
                     "claim": None,
-                    "log_json": encode_log(log),
+                    "log_json": encode_log(log) if log_json is None else log_json,
                     "visited_nodes": visited_nodes,
                     "completed_at": completed_at,
                     "cleanup_after": cleanup_after,
