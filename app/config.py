@@ -10,6 +10,11 @@ import msgspec
 from app.engine.budget import EvaluationLimits
 from app.engine.compiler import DefinitionLimits
 from app.engine.sandbox.template_checks import TemplateLimits
+from app.store.documents import (
+    BSON_BYTES_PER_JSON_BYTE,
+    MONGODB_MAX_DOCUMENT_BYTES,
+    RUN_FIELDS_BYTES,
+)
 
 DEV_TENANT = "dev"
 
@@ -47,6 +52,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_stored_bytes: int = 8 * 1024 * 1024
     # How long an Idempotency-Key of POST .../execute is remembered, from its first request.
     idempotency_hours: float = 24.0
+
+    # How long a run is kept after its last turn; 0 keeps runs forever.
+    run_retention_days: float = 30.0
     evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
     definitions: DefinitionLimits = msgspec.field(default_factory=DefinitionLimits)
 
@@ -68,6 +76,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def idempotency_lifetime(self) -> timedelta:
         return timedelta(hours=self.idempotency_hours)
 
+    @property
+    def run_retention(self) -> timedelta | None:
+        """How long a run is kept after its last turn; None: forever."""
+        return timedelta(days=self.run_retention_days) if self.run_retention_days else None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
         uri = env.get("MONGODB_URI") or None
@@ -84,7 +97,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         examples_tenant = env.get("TANDEM_EXAMPLES_TENANT") or None
         if examples_tenant is None and uri is None:
             examples_tenant = next(iter(keys.values()))
-        return cls(
+        settings = cls(
             mongodb_uri=uri,
             database_name=env.get("TANDEM_DB_NAME", "tandem"),
             api_keys=keys,
@@ -109,9 +122,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             max_turn_recoveries=_whole(env, "TANDEM_MAX_TURN_RECOVERIES", 2, allow_zero=True),
             max_stored_bytes=_whole(env, "TANDEM_MAX_STORED_BYTES", 8 * 1024 * 1024),
             idempotency_hours=_number(env, "TANDEM_IDEMPOTENCY_HOURS", 24.0),
+            run_retention_days=_retention_days(env),
             evaluation=_evaluation_limits(env),
             definitions=_definition_limits(env),
         )
+        _check_run_document_fits(settings)
+        return settings
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -134,6 +150,40 @@ def _llm_provider(env: Mapping[str, str]) -> str:
         return named
     configured = env.get("TANDEM_LLM_BASE_URL") or env.get("TANDEM_LLM_API_KEY")
     return "openai" if configured else "echo"
+
+
+def _check_run_document_fits(settings: Settings) -> None:
+    """A run document holds what its turns store (``max_stored_bytes``) and, while a turn
+    executes, the turn's input (at most a request body of JSON, which BSON may store in
+    up to 7 times the bytes): both must fit MongoDB's 16 MiB a document."""
+    most = (
+        settings.max_stored_bytes
+        + BSON_BYTES_PER_JSON_BYTE * settings.max_body_bytes
+        + RUN_FIELDS_BYTES
+    )
+    if most > MONGODB_MAX_DOCUMENT_BYTES:
+        room = MONGODB_MAX_DOCUMENT_BYTES - RUN_FIELDS_BYTES
+        raise ConfigError(
+            "TANDEM_MAX_STORED_BYTES plus 7 times TANDEM_MAX_BODY_BYTES must be at most "
+            f"{room} ({settings.max_stored_bytes} + 7 * {settings.max_body_bytes} is "
+            "more), so that a run always fits MongoDB's 16 MiB a document."
+        )
+
+
+# A run kept longer than a century might as well be kept forever (0); and far-off dates
+# are where datetimes overflow.
+MAX_RETENTION_DAYS = 36_500
+
+
+def _retention_days(env: Mapping[str, str]) -> float:
+    """``TANDEM_RUN_RETENTION_DAYS``: days (fractions too) a run is kept; 0 is forever."""
+    days = _number(env, "TANDEM_RUN_RETENTION_DAYS", 30.0, allow_zero=True)
+    if not days <= MAX_RETENTION_DAYS:  # NaN too
+        raise ConfigError(
+            f"TANDEM_RUN_RETENTION_DAYS must be at most {MAX_RETENTION_DAYS} (0 keeps runs "
+            f"forever), not {env['TANDEM_RUN_RETENTION_DAYS']!r}"
+        )
+    return days
 
 
 def _evaluation_limits(env: Mapping[str, str]) -> EvaluationLimits:

@@ -77,6 +77,7 @@ def create_app(
                 max_turn_recoveries=settings.max_turn_recoveries,
                 max_stored_bytes=settings.max_stored_bytes,
                 idempotency_lifetime=settings.idempotency_lifetime,
+                run_retention=settings.run_retention,
                 evaluation_limits=settings.evaluation,
             ),
             MeasuredLlm(llm or build_llm_client(settings), registry),
@@ -89,6 +90,8 @@ def create_app(
             await load_examples(workflows, settings.examples_tenant)
         runs.sweeper.start()
         loop_watch = asyncio.create_task(registry.watch_event_loop())
+
+        runs.events_sweeper.start()
         try:
             yield
         finally:

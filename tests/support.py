@@ -57,10 +57,17 @@ def flow(*nodes: tuple[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 
 class FakeClock:
-    """A clock that only moves when told to."""
+    """A clock that only moves when told to.
+
+    It starts far in the future, so that the dates tests store from it (a run's
+    ``cleanup_after``, 30 days on) are never in the past of a real MongoDB's own clock,
+    whose TTL monitor would then delete documents in the middle of a test. (An ObjectId,
+    which holds a run's creation second, counts seconds until 2106.)"""
+
+    START = datetime(2096, 11, 22, 12, 0, 0, tzinfo=UTC)
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+        self.now = self.START
 
     @classmethod
     def from_real_time(cls) -> "FakeClock":

@@ -57,6 +57,7 @@ def run_detail(run: RunDocument) -> RunDetail:
         total_nodes=run.total_nodes,
         started_at=run.created_at,
         completed_at=run.completed_at,
+        cleanup_after=run.cleanup_after,
         execution_source=run.execution_source,
         retry_count=run.retry_count,
     )
@@ -78,6 +79,7 @@ def run_summary(run: RunSummaryDocument) -> RunSummary:
         created_at=run.created_at,
         updated_at=run.state.updated_at,
         completed_at=run.completed_at,
+        cleanup_after=run.cleanup_after,
     )
 
 

@@ -211,6 +211,14 @@ CurrentNode = Annotated[
 CompletedAt = Annotated[
     datetime | None, Meta(description="When the run ended; null while it can go on.")
 ]
+CleanupAfter = Annotated[
+    datetime | None,
+    Meta(
+        description="When the run and its events are deleted, unless a turn comes first"
+        " (each turn sets it to the retention period after itself); from then on every"
+        " request for the run answers 404. Null: the run is kept forever."
+    ),
+]
 ExecutionSource = Annotated[
     str,
     Meta(
@@ -240,6 +248,7 @@ class RunDetail(msgspec.Struct):
     total_nodes: Annotated[int, Meta(description="How many nodes the run's workflow version has.")]
     started_at: Annotated[datetime, Meta(description="When the run's first turn started.")]
     completed_at: CompletedAt
+    cleanup_after: CleanupAfter
     execution_source: ExecutionSource
     retry_count: Annotated[
         int,
@@ -267,6 +276,7 @@ class RunSummary(msgspec.Struct):
         Meta(description="When the run's last turn was committed (before any was: created_at)."),
     ]
     completed_at: CompletedAt
+    cleanup_after: CleanupAfter
 
 
 class RunPage(msgspec.Struct):

@@ -19,6 +19,7 @@ from app.services.archiving import EventArchiver
 from app.services.live import LiveRuns
 from app.services.turn_model import (
     TurnResult,
+    TurnSettings,
     after_single_event_turn,
     events_of_turn,
     single_event_turn,
@@ -36,6 +37,7 @@ class RunCanceller:
         live: LiveRuns,
         archiver: EventArchiver,
         clock: Clock,
+        settings: TurnSettings,
         telemetry: TurnTelemetry | None = None,
     ) -> None:
         self._telemetry = telemetry or TurnTelemetry()
@@ -43,11 +45,13 @@ class RunCanceller:
         self._live = live
         self._archiver = archiver
         self._clock = clock
+        self._settings = settings
 
     async def stop(self, tenant: str, workflow_id: ObjectId | None, run_id: ObjectId) -> TurnResult:
         """Cancel a run (of ``workflow_id``, when given); the result says what it was."""
         for _ in range(STOP_ATTEMPTS):
-            run = await self._runs.find(tenant, run_id)
+            now = self._clock()
+            run = await self._runs.find(tenant, run_id, now)
             if run is None or (workflow_id is not None and run.workflow_id != workflow_id):
                 of_workflow = " of this workflow" if workflow_id is not None else ""
                 raise NotFound(f"No run {run_id}{of_workflow}.")
@@ -55,11 +59,15 @@ class RunCanceller:
                 raise RunTerminal(f"Run {run_id} is already {run.state.status}.")
             previous = RunStatus.RUNNING if run.claim is not None else run.state.status
             written = single_event_turn(
-                run, self._clock(), RunStatus.CANCELLED, ("run_cancelled", None, {})
+                run,
+                now,
+                RunStatus.CANCELLED,
+                ("run_cancelled", None, {}),
+                cleanup_after=self._settings.cleanup_after(now),
             )
             assert written.completed_at is not None
             if await self._runs.replace_state(
-                run, written.state, written.log, written.completed_at
+                run, written.state, written.log, written.completed_at, written.cleanup_after
             ):
                 self._live.cancel(run_id)  # a turn of this process: no need to wait for it
                 done = after_single_event_turn(run, written)

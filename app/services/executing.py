@@ -69,7 +69,16 @@ from app.services.turn_model import (
     single_event_turn,
 )
 from app.services.workflows import WorkflowService
-from app.store.documents import Claim, CommittedState, LiveText, RequestRef, RunDocument
+from app.store.documents import (
+    Claim,
+    CommittedState,
+    LiveText,
+    RequestRef,
+    RunDocument,
+    encode_log,
+    largest_variable,
+    stored_state_bytes,
+)
 from app.store.idempotency import IdempotencyStore
 from app.store.runs import RunStore
 from app.telemetry.turns import TurnTelemetry
@@ -254,6 +263,7 @@ class TurnExecutor:
             state=CommittedState.before_first_turn(request.inputs, now),
             claim=claim,
             log=[],
+            cleanup_after=self._settings.cleanup_after(now),
         )
         # Inserted when it ends, or at its first progress record; but a keyed request's
         # run must be found by a retry if this process dies (see ``idempotency``).
@@ -273,7 +283,13 @@ class TurnExecutor:
     ) -> PreparedTurn:
         for _ in range(CLAIM_ATTEMPTS):
             claim = self._new_claim(turn_input, request)
-            run = await self._runs.claim_for_turn(tenant, run_id, workflow_id, claim)
+            run = await self._runs.claim_for_turn(
+                tenant,
+                run_id,
+                workflow_id,
+                claim,
+                cleanup_after=self._settings.cleanup_after(claim.started_at),
+            )
             if run is not None:
                 break
             await self._explain_refused_claim(tenant, workflow_id, run_id)
@@ -289,7 +305,7 @@ class TurnExecutor:
     ) -> None:
         """Raise the reason a claim was refused; return (to try again) once an interrupted
         turn has been recovered or the run has just become free."""
-        run = await self._runs.find(tenant, run_id)
+        run = await self._runs.find(tenant, run_id, self._clock())
         if run is None or run.workflow_id != workflow_id:
             raise NotFound(f"No run {run_id} of this workflow.")
         if run.state.status in TERMINAL_STATUSES:
@@ -366,17 +382,21 @@ class TurnExecutor:
             )
             if len(outcome.events) > LONG_TURN_EVENTS:
                 await asyncio.sleep(0)  # the turn took long: let others go first
-            stored_bytes = _stored_bytes(state, log)
-            if stored_bytes > self._settings.max_stored_bytes:
+            # Measured before the write, so that a run too large to store fails naming the
+            # limit rather than with MongoDB's error; the log's text is what is stored.
+            log_json = encode_log(log)
+            limit = self._settings.max_stored_bytes
+            size = stored_state_bytes(state, limit - len(log_json)) + len(log_json)
+            if size > limit:
                 return await self._fail_claimed(
-                    run,
+                    recorder.stored_run(run),
                     claim,
-                    f"The run's state and its latest events would take {stored_bytes} bytes "
-                    f"to store; at most {self._settings.max_stored_bytes} "
-                    "(limit max_stored_bytes).",
+                    _too_large(turn, size, limit, state),
+                    node_id=recorder.current_node,
                     stored=recorder.run_stored,
                 )
             completed_at = now if state.status in TERMINAL_STATUSES else None
+            cleanup_after = self._settings.cleanup_after(now)
             done = msgspec.structs.replace(
                 run,
                 state=state,
@@ -384,6 +404,7 @@ class TurnExecutor:
                 log=log,
                 visited_nodes=recorder.visited_nodes,
                 completed_at=completed_at,
+                cleanup_after=cleanup_after,
             )
             if recorder.run_stored:
                 committed = await self._runs.commit_turn(
@@ -393,6 +414,8 @@ class TurnExecutor:
                     log=log,
                     visited_nodes=done.visited_nodes,
                     completed_at=completed_at,
+                    cleanup_after=cleanup_after,
+                    log_json=log_json,
                 )
             else:  # nobody knows the run yet: it is stored once, committed
                 await self._runs.insert(done)
@@ -400,7 +423,7 @@ class TurnExecutor:
         except Exception:  # whatever went wrong, the run fails and its claim is released
             logger.exception("run %s: turn %d could not be completed", run.id, turn)
             return await self._fail_claimed(
-                run,
+                recorder.stored_run(run),
                 claim,
                 "The turn could not be completed because of an internal error.",
                 stored=recorder.run_stored,
@@ -412,15 +435,29 @@ class TurnExecutor:
         return TurnResult(run=done, events=events_of_turn(done, turn))
 
     async def _fail_claimed(
-        self, run: RunDocument, claim: Claim, error: str, *, stored: bool = True
+        self,
+        run: RunDocument,
+        claim: Claim,
+        error: str,
+        *,
+        node_id: str | None = None,
+        stored: bool = True,
     ) -> TurnResult:
-        """End a claimed run ``failed`` with ``error`` as its turn's last event, and release
-        the claim; the run keeps the variables and history it had before the turn.
-        ``stored``: whether the run is in the store yet."""
-        node_id = run.state.current_node
+        """End a claimed run ``failed`` with ``error`` as its turn's last event (naming
+        ``node_id``, by default the node the run was at), and release the claim; the run
+        keeps the variables and history it had before the turn. ``run.log`` must hold
+        every event stored so far: the failure is numbered after them. ``stored``: whether
+        the run is in the store yet."""
+        node_id = node_id if node_id is not None else run.state.current_node
         failure = {"error": error, "node_id": node_id}
+        now = self._clock()
         written = single_event_turn(
-            run, self._clock(), RunStatus.FAILED, ("run_failed", node_id, failure), error
+            run,
+            now,
+            RunStatus.FAILED,
+            ("run_failed", node_id, failure),
+            error,
+            cleanup_after=self._settings.cleanup_after(now),
         )
         done = after_single_event_turn(run, written)
         if not stored:
@@ -432,6 +469,7 @@ class TurnExecutor:
             log=written.log,
             visited_nodes=run.visited_nodes,
             completed_at=written.completed_at,
+            cleanup_after=written.cleanup_after,
         ):
             self._archiver.start(done)
             return TurnResult(run=done, events=events_of_turn(done, written.state.turn))
@@ -440,8 +478,9 @@ class TurnExecutor:
     async def _answer_after_lost_claim(self, run: RunDocument, turn: int) -> TurnResult:
         """The turn lost its claim to a stop (or, past its lease, to a recovery): nothing
         more of it is stored, and its answer is what the run holds now."""
-        current = await self._runs.find(run.tenant, run.id)
-        assert current is not None
+        current = await self._runs.find(run.tenant, run.id, self._clock())
+        if current is None:  # past its cleanup_after while the turn executed (a tiny retention)
+            raise NotFound(f"No run {run.id}.")
         if current.state.turn < turn:
             raise TurnInProgress(f"Run {run.id} is executing this turn again elsewhere.")
         return TurnResult(run=current, events=events_of_turn(current, turn))
@@ -481,27 +520,37 @@ class TurnExecutor:
         """Store the turn's progress every poll interval (at once when asked), renewing its
         lease; cancel ``engine`` once the turn has lost its claim."""
         interval = self._settings.claim_poll.total_seconds()
+        limit = self._settings.max_stored_bytes
+        # What the run's state takes stored (the one before the turn, which the run holds
+        # until the commit): the log may take the rest.
+        state_bytes = stored_state_bytes(recorder.state_before, 0)
         with contextlib.suppress(asyncio.CancelledError):
             while not engine.done():
                 recorder.urgent.clear()
                 events, shown = recorder.unstored()
-                log: list[Event] | None = recorder.log_with(events)
-                if len(msgspec.json.encode(log)) > self._settings.max_stored_bytes:
-                    # Too large to store: the commit will fail the run, naming the limit.
-                    log, events, shown = None, [], 0
+                log = recorder.log_with(events)
+                log_json = encode_log(log)
+                live_text = recorder.live_text
+                live_bytes = len(live_text.text.encode()) if live_text is not None else 0
+                # Too large to store beside the state: the record only renews the lease
+                # (the commit measures what it would store, and fails the run if need be).
+                too_large = state_bytes + len(log_json) + live_bytes > limit
+                if too_large:
+                    events, shown = [], 0
                 expires_at = self._clock() + self._settings.lease
                 try:
                     if recorder.run_stored:
                         held = await self._runs.record_progress(
                             recorder.run_id,
                             recorder.token,
-                            log=log,
+                            log=None if too_large else log,
                             current_node=recorder.current_node,
                             visited_nodes=recorder.visited_nodes,
-                            live_text=recorder.live_text,
+                            live_text=None if too_large else live_text,
                             expires_at=expires_at,
+                            log_json=None if too_large else log_json,
                         )
-                    elif log is not None:  # a blocking first turn: now its run is stored
+                    elif not too_large:  # a blocking first turn: now its run is stored
                         await self._runs.insert(recorder.in_flight(log, expires_at))
                         recorder.run_stored = held = True
                     else:  # too large to store: the turn goes on, and the commit fails it
@@ -554,6 +603,7 @@ class _TurnRecorder:
         self._replayed = {event.seq: event for event in replayed}
         self._replayed_through = replayed[-1].seq if replayed else 0
         self._log = list(run.log)  # the run's log as stored, this turn's events included
+        self.state_before = run.state
         self._unstored: list[Event] = []
         self._unshown: list[Event | LlmDelta] = []
         self.current_node = run.state.current_node
@@ -633,6 +683,11 @@ class _TurnRecorder:
         )
         return msgspec.structs.replace(self._run, claim=claim, log=log)
 
+    def stored_run(self, run: RunDocument) -> RunDocument:
+        """``run`` (as claimed) with the log as stored now: the events of this turn that
+        progress records have stored (and so perhaps shown) included."""
+        return msgspec.structs.replace(run, log=list(self._log))
+
     def stored(self, events: int, shown: int) -> None:
         self._log += self._unstored[:events]
         del self._unstored[:events]
@@ -661,6 +716,16 @@ class _ReplayedLlm:
         return LlmReply(text=stored["text"], usage=stored.get("usage"))
 
 
-def _stored_bytes(state: CommittedState, log: list[Event]) -> int:
-    """The encoded size of what a commit writes that grows with the run."""
-    return len(msgspec.json.encode((state.variables, state.history, state.output, log)))
+def _too_large(turn: int, stored: int, limit: int, state: CommittedState) -> str:
+    """Why a turn could not be stored: the sizes, the limit, and the largest variable."""
+    largest = largest_variable(state)
+    culprit = (
+        f"; its largest variable is '{largest[0][:100]}' ({largest[1]:,} bytes as JSON)"
+        if largest is not None
+        else ""
+    )
+    return (
+        f"Turn {turn} would store {stored:,} bytes (the run's variables, history and output, "
+        f"and its latest events), more than {limit:,} (limit max_stored_bytes){culprit}. The "
+        "run keeps its state from before the turn."
+    )

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from bson import ObjectId
 
+from app.clock import Clock
 from app.engine.state import RunStatus
 from app.services.workflows import WorkflowService
 from app.store.documents import RunSummaryDocument
@@ -28,9 +29,10 @@ class PageOfRuns:
 
 
 class RunLister:
-    def __init__(self, runs: RunStore, workflows: WorkflowService) -> None:
+    def __init__(self, runs: RunStore, workflows: WorkflowService, clock: Clock) -> None:
         self._runs = runs
         self._workflows = workflows
+        self._clock = clock
 
     async def page(
         self,
@@ -51,6 +53,7 @@ class RunLister:
             status=status,
             created_after=created_after,
             created_before=created_before,
+            alive_at=self._clock(),  # runs past their cleanup_after are as good as deleted
         )
         runs = await self._runs.list_page(tenant, run_filter, limit + 1, cursor)
         if len(runs) <= limit:

@@ -24,14 +24,17 @@ class RunReader:
         self._clock = clock
 
     async def read(self, tenant: str, run_id: ObjectId) -> RunDocument:
-        """A run as it is now; a turn interrupted by a crash is executed again first."""
-        run = await self._runs.find(tenant, run_id)
+        """A run as it is now; a turn interrupted by a crash is executed again first. A run
+        past its cleanup_after is not found, whether or not MongoDB has deleted it yet."""
+        now = self._clock()
+        run = await self._runs.find(tenant, run_id, now)
         if run is None:
             raise NotFound(f"No run {run_id}.")
-        if run.claim is not None and run.claim.expires_at <= self._clock():
+        if run.claim is not None and run.claim.expires_at <= now:
             await self._executor.recover(tenant, run_id)
-            run = await self._runs.find(tenant, run_id)
-            assert run is not None
+            run = await self._runs.find(tenant, run_id, self._clock())
+            if run is None:
+                raise NotFound(f"No run {run_id}.")
         return run
 
     async def events(self, tenant: str, run_id: ObjectId, turn: int | None) -> list[Event]:

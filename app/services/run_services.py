@@ -1,7 +1,7 @@
 """The services of runs, wired together: executing turns, cancelling, reading, listing,
-following, idempotent turns (Idempotency-Key), and the sweep for turns whose server died. Handlers take this one object (one
-dependency a handler: Litestar resolves two or more in a task group, a cost paid on every
-turn)."""
+following, idempotent turns (Idempotency-Key), the sweep for turns whose server died and
+the one for expired events. Handlers take this one object (one dependency a handler:
+Litestar resolves two or more in a task group, a cost paid on every turn)."""
 
 from dataclasses import dataclass
 
@@ -15,6 +15,7 @@ from app.services.idempotency import IdempotentTurns
 from app.services.listing import RunLister
 from app.services.live import LiveRuns
 from app.services.reading import RunReader
+from app.services.retention import ExpiredEventsSweeper
 from app.services.sweeping import InterruptedTurnSweeper
 from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
@@ -32,6 +33,7 @@ class RunServices:
     follower: RunFollower
     sweeper: InterruptedTurnSweeper
     keys: IdempotentTurns
+    events_sweeper: ExpiredEventsSweeper
 
     @classmethod
     def build(
@@ -47,7 +49,7 @@ class RunServices:
     ) -> "RunServices":
         live = LiveRuns()
         archiver = EventArchiver(runs)
-        canceller = RunCanceller(runs, live, archiver, clock, telemetry)
+        canceller = RunCanceller(runs, live, archiver, clock, settings, telemetry)
         executor = TurnExecutor(
             runs, workflows, live, archiver, canceller, clock, settings, llm, keys, telemetry
         )
@@ -57,7 +59,7 @@ class RunServices:
             executor=executor,
             canceller=canceller,
             reader=reader,
-            lister=RunLister(runs, workflows),
+            lister=RunLister(runs, workflows, clock),
             follower=RunFollower(
                 reader, live, poll_seconds, settings.stream_keepalive.total_seconds()
             ),
@@ -69,10 +71,12 @@ class RunServices:
                 settings.idempotency_lifetime,
                 settings.lease,
             ),
+            events_sweeper=ExpiredEventsSweeper(runs, clock, sweep_interval_seconds),
         )
 
     async def close(self) -> None:
         """Stop sweeping and wait for the turns and archives still in the background."""
         await self.sweeper.stop()
+        await self.events_sweeper.stop()
         await self.executor.drain()
         await self.keys.drain()

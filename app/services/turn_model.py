@@ -35,7 +35,14 @@ class TurnSettings:
     max_stored_bytes: int = 8 * 1024 * 1024
     # How long an Idempotency-Key is remembered, from its first request.
     idempotency_lifetime: timedelta = timedelta(hours=24)
+
+    # How long a run is kept after its last turn (None: forever): see ``cleanup_after``.
+    run_retention: timedelta | None = timedelta(days=30)
     evaluation_limits: EvaluationLimits = field(default_factory=EvaluationLimits)
+
+    def cleanup_after(self, now: datetime) -> datetime | None:
+        """When a run active ``now`` is deleted unless another turn comes first."""
+        return now + self.run_retention if self.run_retention is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,7 @@ class SingleEventTurn:
     state: CommittedState
     log: list[Event]
     completed_at: datetime | None
+    cleanup_after: datetime | None
 
 
 def single_event_turn(
@@ -102,6 +110,8 @@ def single_event_turn(
     status: RunStatus,
     event: tuple[EventType, str | None, dict[str, Any]],
     error: str | None = None,
+    *,
+    cleanup_after: datetime | None,
 ) -> SingleEventTurn:
     """The run's next turn, ending with one ``(type, node_id, data)`` event under the next
     seq, after whatever the turn had already stored (a turn in flight stopped midway)."""
@@ -119,7 +129,7 @@ def single_event_turn(
         updated_at=now,
     )
     completed_at = now if status in TERMINAL_STATUSES else None
-    return SingleEventTurn(ending, state, [*run.log, ending], completed_at)
+    return SingleEventTurn(ending, state, [*run.log, ending], completed_at, cleanup_after)
 
 
 def events_of_turn(run: RunDocument, turn: int) -> list[Event]:
@@ -160,5 +170,10 @@ def as_left_by_turn(run: RunDocument, turn: int, events: list[Event]) -> RunDocu
 
 def after_single_event_turn(run: RunDocument, written: SingleEventTurn) -> RunDocument:
     return msgspec.structs.replace(
-        run, state=written.state, claim=None, log=written.log, completed_at=written.completed_at
+        run,
+        state=written.state,
+        claim=None,
+        log=written.log,
+        completed_at=written.completed_at,
+        cleanup_after=written.cleanup_after,
     )

@@ -9,6 +9,7 @@ Structs carry the values as JSON has them, and only the conversions here escape 
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+import bson
 import msgspec
 from bson import ObjectId
 
@@ -164,6 +165,14 @@ class RunDocument(msgspec.Struct, kw_only=True):
     completed_at: datetime | None = None
     # How many times, over the run's life, an interrupted turn was executed again.
     retry_count: int = 0
+    # When the run is deleted (a TTL index), renewed by every turn; None: kept forever.
+    # From then on it is as good as deleted, whether or not MongoDB has got to it yet.
+    # Absent from runs stored before retention existed: they load as kept forever.
+    cleanup_after: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the run is past its ``cleanup_after``: to every request, deleted."""
+        return self.cleanup_after is not None and self.cleanup_after <= now
 
     @property
     def next_seq(self) -> int:
@@ -204,6 +213,7 @@ class RunSummaryDocument(msgspec.Struct, kw_only=True):
     claim: ClaimSummary | None = None
     visited_nodes: list[str] = msgspec.field(default_factory=list)
     completed_at: datetime | None = None
+    cleanup_after: datetime | None = None
 
 
 # The projection that reads a RunSummaryDocument.
@@ -216,6 +226,7 @@ RUN_SUMMARY_FIELDS = dict.fromkeys(
         "total_nodes",
         "visited_nodes",
         "completed_at",
+        "cleanup_after",
         "state.status",
         "state.turn",
         "state.current_node",
@@ -241,6 +252,10 @@ class TurnEventsDocument(msgspec.Struct, kw_only=True):
     last_seq: int
     at: datetime
     events: list[Event]
+    # The run's cleanup_after when the turn was archived; later turns renew the run's, not
+    # this one, which the sweep renews once it has passed (``RunStore.expire_events``):
+    # events are deleted once their run has gone, never before. None: kept forever.
+    cleanup_after: datetime | None = None
 
 
 def turn_events_id(run_id: ObjectId, turn: int) -> str:
@@ -335,6 +350,35 @@ _LOG_DECODER = msgspec.json.Decoder(list[Event])
 def encode_log(events: list[Event]) -> str:
     """A run's log as it is stored: JSON text (see ``RunDocument``)."""
     return msgspec.json.encode(events).decode()
+
+
+# MongoDB refuses a document over 16 MiB. BSON can take several times the bytes of compact
+# JSON for the same value: in an array of small integers, ``0,`` is 2 bytes of JSON and a
+# BSON element of 1 (type) + its index as a key ("1234567\0", up to 8 bytes) + 4, 13 bytes;
+# empty objects, floats and nulls in arrays cost less than that, keys and strings about
+# the same as in JSON. So BSON takes at most this many bytes per byte of JSON, plus a few.
+BSON_BYTES_PER_JSON_BYTE = 7
+_BSON_SLACK = 1024
+MONGODB_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+# What a run document holds beside its state, log and the input of a turn in flight: ids,
+# times, counters, the nodes visited (at most 500 names).
+RUN_FIELDS_BYTES = 64 * 1024
+
+
+def stored_state_bytes(state: CommittedState, room: int) -> int:
+    """What ``state`` takes stored (BSON, as ``to_document`` writes it), or, when a quick
+    bound of that is within ``room``, the bound: the exact size costs a second encoding,
+    paid only by states large enough to come near the limit."""
+    bound = len(msgspec.json.encode(state)) * BSON_BYTES_PER_JSON_BYTE + _BSON_SLACK
+    if bound <= room:
+        return bound
+    return len(bson.encode(to_document(state)))
+
+
+def largest_variable(state: CommittedState) -> tuple[str, int] | None:
+    """The variable that takes the most bytes (as JSON), with its size; None if none."""
+    sizes = {name: len(msgspec.json.encode(value)) for name, value in state.variables.items()}
+    return max(sizes.items(), key=lambda item: item[1]) if sizes else None
 
 
 def events_to_documents(events: list[Event]) -> list[dict[str, Any]]:

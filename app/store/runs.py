@@ -16,6 +16,13 @@ so that an event archived in between is found in the archive.
 
 A listing (``list_page``) reads a summary of each run (``RUN_SUMMARY_FIELDS``, never
 variables or events), newest first, from an index that its filters and the order share.
+
+Retention: a run's ``cleanup_after`` is set when it is inserted and renewed by the claim
+and the commit of each turn (the writes a turn makes anyway). A TTL index deletes the run
+once it has passed; MongoDB's TTL monitor runs every 60 s and may lag, so every query
+here that a request makes also treats a run past it as gone. Archived events carry the
+run's ``cleanup_after`` of when they were archived; ``expire_events`` deletes them once
+their run has gone, and renews them while it lives (see there).
 """
 
 import contextlib
@@ -59,6 +66,8 @@ class RunFilter:
     status: RunStatus | None = None
     created_after: datetime | None = None  # created at or after
     created_before: datetime | None = None  # created strictly before
+    # Only runs not yet past their cleanup_after at this moment (None: any).
+    alive_at: datetime | None = None
 
 
 class RunStore:
@@ -86,6 +95,11 @@ class RunStore:
         await self._runs.create_index([("claim.expires_at", ASCENDING)], sparse=True)
         # What users query a run's archived events by.
         await self._events.create_index([("run_id", ASCENDING), ("turn", ASCENDING)])
+        # Retention: MongoDB deletes a run once its cleanup_after has passed. Its events
+        # have no TTL of their own (they would go before a run that later turns renewed):
+        # ``expire_events`` finds those due by this index and asks their runs.
+        await self._runs.create_index([("cleanup_after", ASCENDING)], expireAfterSeconds=0)
+        await self._events.create_index([("cleanup_after", ASCENDING)])
 
     async def list_page(
         self, tenant: str, run_filter: RunFilter, limit: int, before: ObjectId | None
@@ -101,15 +115,28 @@ class RunStore:
     async def insert(self, run: RunDocument) -> None:
         await self._runs.insert_one(to_document(run))
 
-    async def find(self, tenant: str, run_id: ObjectId) -> RunDocument | None:
+    async def find(self, tenant: str, run_id: ObjectId, now: datetime) -> RunDocument | None:
+        """The tenant's run, or None: also when it is past its cleanup_after at ``now``,
+        deleted or not yet (MongoDB's TTL monitor is late by up to a minute or more)."""
         raw = await self._runs.find_one({"_id": run_id, "tenant": tenant})
-        return from_document(raw, RunDocument) if raw else None
+        if raw is None:
+            return None
+        run = from_document(raw, RunDocument)
+        return None if run.expired(now) else run
 
     async def claim_for_turn(
-        self, tenant: str, run_id: ObjectId, workflow_id: ObjectId, claim: Claim
+        self,
+        tenant: str,
+        run_id: ObjectId,
+        workflow_id: ObjectId,
+        claim: Claim,
+        *,
+        cleanup_after: datetime | None,
     ) -> RunDocument | None:
-        """Take a waiting run for a turn; the run as it was before, or None if it is not
-        waiting, already claimed, or not this tenant's run of this workflow."""
+        """Take a waiting run for a turn, renewing its ``cleanup_after`` (so that it cannot
+        expire while the turn executes); the run as it was before, or None if it is not
+        waiting, already claimed, past its cleanup_after (at the claim's start), or not
+        this tenant's run of this workflow."""
         raw = await self._runs.find_one_and_update(
             {
                 "_id": run_id,
@@ -117,8 +144,12 @@ class RunStore:
                 "workflow_id": workflow_id,
                 "state.status": {"$in": _WAITING},
                 "claim": None,
+                **_not_expired(claim.started_at),
             },
-            {"$set": {"claim": to_document(claim)}, "$inc": {"revision": 1}},
+            {
+                "$set": {"claim": to_document(claim), "cleanup_after": cleanup_after},
+                "$inc": {"revision": 1},
+            },
             return_document=ReturnDocument.BEFORE,
         )
         return from_document(raw, RunDocument) if raw else None
@@ -130,7 +161,12 @@ class RunStore:
         input and the events it had stored, so that the turn can run again; the run as it
         is now, or None if the lease has not expired (or someone else took it first)."""
         raw = await self._runs.find_one_and_update(
-            {"_id": run_id, "tenant": tenant, "claim.expires_at": {"$lte": now}},
+            {
+                "_id": run_id,
+                "tenant": tenant,
+                "claim.expires_at": {"$lte": now},
+                **_not_expired(now),
+            },
             {
                 "$set": {"claim.token": token, "claim.expires_at": expires_at},
                 "$inc": {"revision": 1, "retry_count": 1, "claim.recoveries": 1},
@@ -141,7 +177,9 @@ class RunStore:
 
     async def expired_claims(self, now: datetime, limit: int) -> list[tuple[str, ObjectId]]:
         """(tenant, run id) of runs whose turn's lease has expired: their server died."""
-        cursor = self._runs.find({"claim.expires_at": {"$lte": now}}, {"tenant": 1}).limit(limit)
+        cursor = self._runs.find(
+            {"claim.expires_at": {"$lte": now}, **_not_expired(now)}, {"tenant": 1}
+        ).limit(limit)
         return [(raw["tenant"], raw["_id"]) for raw in await cursor.to_list(None)]
 
     async def record_progress(
@@ -154,6 +192,7 @@ class RunStore:
         visited_nodes: list[str],
         live_text: LiveText | None,
         expires_at: datetime,
+        log_json: str | None = None,
     ) -> bool:
         """Store how far a turn in flight has got (``log``: the run's log with the events it
         has emitted so far, or None to leave it; its node; its LLM text so far) and renew
@@ -169,7 +208,7 @@ class RunStore:
             "$inc": {"revision": 1},
         }
         if log is not None:
-            update["$set"]["log_json"] = encode_log(log)
+            update["$set"]["log_json"] = encode_log(log) if log_json is None else log_json
         result = await self._runs.update_one({"_id": run_id, "claim.token": token}, update)
         return result.matched_count == 1
 
@@ -182,18 +221,22 @@ class RunStore:
         log: list[Event],
         visited_nodes: list[str],
         completed_at: datetime | None,
+        cleanup_after: datetime | None,
+        log_json: str | None = None,
     ) -> bool:
         """Write a turn's outcome and release its claim if the turn still holds it; False
-        if it lost it. ``log`` is the run's whole log after the turn."""
+        if it lost it. ``log`` is the run's whole log after the turn (``log_json``: as
+        ``encode_log`` writes it, when the caller has it already)."""
         result = await self._runs.update_one(
             {"_id": run_id, "claim.token": token},
             {
                 "$set": {
                     "state": to_document(state),
                     "claim": None,
-                    "log_json": encode_log(log),
+                    "log_json": encode_log(log) if log_json is None else log_json,
                     "visited_nodes": visited_nodes,
                     "completed_at": completed_at,
+                    "cleanup_after": cleanup_after,
                 },
                 "$inc": {"revision": 1},
             },
@@ -201,7 +244,12 @@ class RunStore:
         return result.matched_count == 1
 
     async def replace_state(
-        self, run: RunDocument, state: CommittedState, log: list[Event], completed_at: datetime
+        self,
+        run: RunDocument,
+        state: CommittedState,
+        log: list[Event],
+        completed_at: datetime,
+        cleanup_after: datetime | None,
     ) -> bool:
         """Write ``state`` and ``log`` over ``run`` if nothing changed it since it was read,
         releasing any claim (a stop does this). False if the run changed in between."""
@@ -213,6 +261,7 @@ class RunStore:
                     "claim": None,
                     "log_json": encode_log(log),
                     "completed_at": completed_at,
+                    "cleanup_after": cleanup_after,
                 },
                 "$inc": {"revision": 1},
             },
@@ -238,6 +287,7 @@ class RunStore:
                     last_seq=events[-1].seq,
                     at=events[0].at,
                     events=events,
+                    cleanup_after=run.cleanup_after,
                 )
                 documents.append(to_document(document))
         if len(documents) == 1:
@@ -249,6 +299,38 @@ class RunStore:
             except BulkWriteError as error:
                 if any(e.get("code") != _DUPLICATE_KEY for e in error.details["writeErrors"]):
                     raise
+
+    async def expire_events(self, now: datetime, limit: int) -> int:
+        """Delete the archived events of runs that have gone, and renew those of runs that
+        live on; how many turns' documents were due (at most ``limit``).
+
+        An archived turn carries its run's cleanup_after of when it was archived. Once
+        that has passed, its run has either gone (deleted, or past its cleanup_after: as
+        good as deleted, and never renewed again) and the run's events are deleted, or it
+        was renewed by later turns, and its due events get its current cleanup_after.
+        So events never go before their run, and each is rewritten at most once per
+        retention period while the run lives, by this sweep rather than by every turn.
+        """
+        due = self._events.find({"cleanup_after": {"$lte": now}}, {"run_id": 1})
+        found = await due.limit(limit).to_list(None)
+        run_ids = list(dict.fromkeys(raw["run_id"] for raw in found))
+        if not run_ids:
+            return 0
+        living = self._runs.find({"_id": {"$in": run_ids}}, {"cleanup_after": 1})
+        renewals: dict[ObjectId, datetime | None] = {}
+        for raw in await living.to_list(None):
+            cleanup_after = raw.get("cleanup_after")
+            if cleanup_after is None or cleanup_after > now:
+                renewals[raw["_id"]] = cleanup_after
+        gone = [run_id for run_id in run_ids if run_id not in renewals]
+        if gone:
+            await self._events.delete_many({"run_id": {"$in": gone}})
+        for run_id, cleanup_after in renewals.items():
+            await self._events.update_many(
+                {"run_id": run_id, "cleanup_after": {"$lte": now}},
+                {"$set": {"cleanup_after": cleanup_after}},
+            )
+        return len(found)
 
     async def archived_turns(self, run: RunDocument, turns: list[int]) -> list[TurnEventsDocument]:
         """The archived documents of some of a run's turns, in turn order."""
@@ -265,6 +347,14 @@ class RunStore:
 
 # A run has a turn executing when its claim is a document (it is null between turns).
 _RUNNING = {"claim": {"$type": "object"}}
+
+
+def _not_expired(now: datetime) -> dict[str, Any]:
+    """Runs not past their cleanup_after at ``now``: kept forever (null, or stored before
+    retention existed: absent), or due later."""
+    return {"cleanup_after": {"$not": {"$lte": now}}}
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 # The times BSON and Python can both hold, in milliseconds since the epoch.
@@ -320,6 +410,10 @@ def _listing_query(
         query["_id"] = ids
     if created:
         query["created_at"] = created
+    if run_filter.alive_at is not None:
+        # Checked on the runs the index finds: past their cleanup_after, they are deleted
+        # within a minute or so, so few are ever passed over.
+        query.update(_not_expired(run_filter.alive_at))
     return query
 
 

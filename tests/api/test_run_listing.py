@@ -28,6 +28,7 @@ SUMMARY_FIELDS = {
     "created_at",
     "updated_at",
     "completed_at",
+    "cleanup_after",
 }
 
 

@@ -73,6 +73,7 @@ async def test_read_a_run(client: Client, booking_id: str) -> None:
         "total_nodes",
         "started_at",
         "completed_at",
+        "cleanup_after",
         "execution_source",
         "retry_count",
     }

@@ -4,7 +4,7 @@ at the edges of what ids and BSON hold, and (on a real MongoDB) the query plans.
 import itertools
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,8 +16,12 @@ from app.store.database import Database
 from app.store.documents import RUN_SUMMARY_FIELDS, Claim, CommittedState, RunDocument
 from app.store.runs import RunFilter, _listing_query
 from app.store.store import Store
+from tests.support import FakeClock
 
-START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+# In the future (see FakeClock): a real MongoDB's TTL monitor must not delete these runs.
+START = FakeClock.START
+# When the listings below are read: a few runs are past their cleanup_after by then.
+ALIVE_AT = START + timedelta(days=1)
 WORKFLOWS = [ObjectId(f"{n:024x}") for n in (1, 2, 3)]
 STATUSES = [
     RunStatus.WAITING_FOR_USER_INPUT,
@@ -51,6 +55,7 @@ def stored_run(
     *,
     claimed: bool = False,
     id_made: datetime | None = None,
+    cleanup_after: datetime | None = None,
 ) -> RunDocument:
     claim = None
     if claimed:
@@ -75,6 +80,7 @@ def stored_run(
         claim=claim,
         log=[],
         visited_nodes=["greet"],
+        cleanup_after=cleanup_after,
         state=CommittedState(
             status=status,
             turn=1,
@@ -92,13 +98,30 @@ def stored_run(
 
 def crowd() -> list[RunDocument]:
     """Runs 10 s apart over three workflows and every status between turns, some with a
-    turn executing (only runs that wait can be claimed), and another tenant's among them."""
+    turn executing (only runs that wait can be claimed), some kept forever and some past
+    their cleanup_after at ``ALIVE_AT``, and another tenant's among them."""
     runs = []
     for index in range(60):
         status = STATUSES[index % len(STATUSES)]
         claimed = index % 7 == 0 and status in (STATUSES[0], STATUSES[1])
         created = START + timedelta(seconds=10 * index)
-        runs.append(stored_run("acme", WORKFLOWS[index % 3], status, created, claimed=claimed))
+        cleanup_after = (
+            None
+            if index % 13 == 0
+            else created + timedelta(hours=1)
+            if index % 11 == 5
+            else created + timedelta(days=30)
+        )
+        runs.append(
+            stored_run(
+                "acme",
+                WORKFLOWS[index % 3],
+                status,
+                created,
+                claimed=claimed,
+                cleanup_after=cleanup_after,
+            )
+        )
         if index % 6 == 0:
             runs.append(stored_run("globex", WORKFLOWS[0], status, created))
     return runs
@@ -113,11 +136,13 @@ def shown(run: RunDocument, tenant: str, run_filter: RunFilter) -> bool:
         and run_filter.status in (None, status)
         and (run_filter.created_after is None or run.created_at >= run_filter.created_after)
         and (run_filter.created_before is None or run.created_at < run_filter.created_before)
+        and (run_filter.alive_at is None or not run.expired(run_filter.alive_at))
     )
 
 
 def filters(runs: list[RunDocument]) -> Iterator[RunFilter]:
-    """Every combination of the filters, with times that fall on a run and between two."""
+    """Every combination of the filters, with times that fall on a run and between two; as
+    the API lists them, without the runs past their cleanup_after."""
     on_a_run = runs[20].created_at
     between = runs[50].created_at + timedelta(seconds=4, microseconds=1)
     for workflow_id, status, after, before in itertools.product(
@@ -127,7 +152,11 @@ def filters(runs: list[RunDocument]) -> Iterator[RunFilter]:
         (None, between),
     ):
         yield RunFilter(
-            workflow_id=workflow_id, status=status, created_after=after, created_before=before
+            workflow_id=workflow_id,
+            status=status,
+            created_after=after,
+            created_before=before,
+            alive_at=ALIVE_AT,
         )
 
 
@@ -247,11 +276,14 @@ async def test_every_filter_reads_only_what_its_page_shows(store: Store) -> None
     """On MongoDB: whatever the filters, a page is read from an index in the order of the
     sort (no collection scan, no sort in memory), and it examines about as many index
     keys and runs as it shows. The few extra are the runs with a turn executing, which a
-    status filter passes over (their status is ``running``), and one key past the page."""
+    status filter passes over (their status is ``running``), the runs past their
+    cleanup_after that MongoDB has not deleted yet (a minute at most, usually), and one
+    key past the page."""
     runs = crowd()
     for run in runs:
         await store.runs.insert(run)
     claimed = sum(run.claim is not None for run in runs)
+    claimed += sum(run.expired(ALIVE_AT) for run in runs)  # passed over the same way
     collection = store.runs._runs  # the query list_page sends, explained
     limit = 5
     cursors = (None, runs[40].id)

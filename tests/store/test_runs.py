@@ -1,5 +1,5 @@
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
 
@@ -16,6 +16,7 @@ from app.store.documents import (
     CommittedState,
     LiveText,
     RunDocument,
+    TurnEventsDocument,
     turn_events_id,
 )
 from app.store.store import Store
@@ -23,6 +24,7 @@ from tests.support import FakeClock
 
 # Keys MongoDB refuses or cannot query, an integer wider than BSON's, and the escape
 # character itself: all must come back as they went in.
+NOW = FakeClock()()  # these runs have no cleanup_after: found at any time
 ODD_VALUE = {"$odd.key": {"a.b": 1, "": [2**70, {"%int": "x"}], "%25": "\x00", "n\x00ul": -(2**63)}}
 
 
@@ -91,13 +93,14 @@ async def commit(store: Store, run: RunDocument, token: str, clock: FakeClock) -
         log=[*run.log, event(state.seq, state.turn, clock)],
         visited_nodes=["ask"],
         completed_at=clock(),
+        cleanup_after=None,
     )
 
 
 async def test_a_run_round_trips_any_json_value(store: Store) -> None:
     run = waiting_run(FakeClock())
     await store.runs.insert(run)
-    stored = await store.runs.find("acme", run.id)
+    stored = await store.runs.find("acme", run.id, NOW)
     assert stored == run
     assert stored is not None and stored.state.variables["$odd.key"]["a.b"] == 1
 
@@ -123,9 +126,11 @@ async def test_variables_and_events_are_plain_queryable_fields(
 async def test_runs_of_another_tenant_are_invisible(store: Store) -> None:
     run = waiting_run(FakeClock())
     await store.runs.insert(run)
-    assert await store.runs.find("globex", run.id) is None
+    assert await store.runs.find("globex", run.id, NOW) is None
     assert (
-        await store.runs.claim_for_turn("globex", run.id, run.workflow_id, claim(FakeClock()))
+        await store.runs.claim_for_turn(
+            "globex", run.id, run.workflow_id, claim(FakeClock()), cleanup_after=None
+        )
         is None
     )
 
@@ -134,11 +139,15 @@ async def test_a_run_can_be_claimed_once(store: Store) -> None:
     clock = FakeClock()
     run = waiting_run(clock)
     await store.runs.insert(run)
-    first = await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
-    second = await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t2"))
+    first = await store.runs.claim_for_turn(
+        "acme", run.id, run.workflow_id, claim(clock, "t1"), cleanup_after=None
+    )
+    second = await store.runs.claim_for_turn(
+        "acme", run.id, run.workflow_id, claim(clock, "t2"), cleanup_after=None
+    )
     assert first is not None and first.claim is None  # the run as it was before the claim
     assert second is None
-    stored = await store.runs.find("acme", run.id)
+    stored = await store.runs.find("acme", run.id, NOW)
     assert stored is not None and stored.claim == claim(clock, "t1")
 
 
@@ -146,10 +155,12 @@ async def test_only_the_claim_holder_commits(store: Store) -> None:
     clock = FakeClock()
     run = waiting_run(clock)
     await store.runs.insert(run)
-    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
+    await store.runs.claim_for_turn(
+        "acme", run.id, run.workflow_id, claim(clock, "t1"), cleanup_after=None
+    )
     assert not await commit(store, run, "someone-else", clock)
     assert await commit(store, run, "t1", clock)
-    stored = await store.runs.find("acme", run.id)
+    stored = await store.runs.find("acme", run.id, NOW)
     assert stored is not None and stored.claim is None
     assert stored.state.status == RunStatus.COMPLETED and [e.seq for e in stored.log] == [1, 2]
 
@@ -158,7 +169,9 @@ async def test_progress_is_recorded_only_while_the_claim_is_held(store: Store) -
     clock = FakeClock()
     run = waiting_run(clock)
     await store.runs.insert(run)
-    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
+    await store.runs.claim_for_turn(
+        "acme", run.id, run.workflow_id, claim(clock, "t1"), cleanup_after=None
+    )
     later = clock() + timedelta(seconds=90)
     text = LiveText(after_seq=2, node_id="n", text="Hel")
     progress = {
@@ -170,7 +183,7 @@ async def test_progress_is_recorded_only_while_the_claim_is_held(store: Store) -
     }
     assert await store.runs.record_progress(run.id, "t1", **progress)  # type: ignore[arg-type]
     assert not await store.runs.record_progress(run.id, "t2", **progress)  # type: ignore[arg-type]
-    stored = await store.runs.find("acme", run.id)
+    stored = await store.runs.find("acme", run.id, NOW)
     assert stored is not None and stored.claim is not None
     assert (stored.claim.expires_at, stored.claim.live_text) == (later, text)
     assert stored.claim.current_node == "n" and stored.claim.visited_nodes == ["ask", "n"]
@@ -182,7 +195,9 @@ async def test_an_expired_claim_can_be_taken_over_keeping_its_input(store: Store
     clock = FakeClock()
     run = waiting_run(clock)
     await store.runs.insert(run)
-    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock, "t1"))
+    await store.runs.claim_for_turn(
+        "acme", run.id, run.workflow_id, claim(clock, "t1"), cleanup_after=None
+    )
     later = clock() + timedelta(seconds=60)
     assert await store.runs.take_over_interrupted("acme", run.id, clock(), "t2", later) is None
     assert await store.runs.expired_claims(clock(), 10) == []
@@ -209,11 +224,13 @@ async def test_replace_state_refuses_a_run_that_changed(store: Store) -> None:
     clock = FakeClock()
     run = waiting_run(clock)
     await store.runs.insert(run)
-    await store.runs.claim_for_turn("acme", run.id, run.workflow_id, claim(clock))
-    assert not await store.runs.replace_state(run, next_state(run, clock), run.log, clock())
-    current = await store.runs.find("acme", run.id)
+    await store.runs.claim_for_turn(
+        "acme", run.id, run.workflow_id, claim(clock), cleanup_after=None
+    )
+    assert not await store.runs.replace_state(run, next_state(run, clock), run.log, clock(), None)
+    current = await store.runs.find("acme", run.id, NOW)
     assert current is not None
-    assert await store.runs.replace_state(current, next_state(run, clock), run.log, clock())
+    assert await store.runs.replace_state(current, next_state(run, clock), run.log, clock(), None)
 
 
 async def examined_while_reading(store: Store, run: RunDocument, turns: list[int]) -> int:
@@ -268,3 +285,75 @@ async def test_reading_a_runs_events_does_not_depend_on_other_runs(
     assert alone == crowded == 3
     found = await store.runs.archived_turns(mine, [1, 2, 3])
     assert [e.turn for d in found for e in d.events] == [1, 2, 3]
+
+
+async def test_a_run_past_its_cleanup_after_is_neither_found_claimed_nor_recovered(
+    store: Store,
+) -> None:
+    """MongoDB's TTL monitor deletes such a run within a minute or so; until it does, every
+    query a request makes treats the run as deleted already."""
+    clock = FakeClock()
+    run = msgspec.structs.replace(waiting_run(clock), cleanup_after=clock() + timedelta(days=1))
+    await store.runs.insert(run)
+    assert await store.runs.find("acme", run.id, clock()) is not None
+    clock.advance(24 * 3600)
+    assert await store.runs.find("acme", run.id, clock()) is None
+    late = claim(clock)
+    renewed = clock() + timedelta(days=30)
+    taken = await store.runs.claim_for_turn(
+        "acme", run.id, run.workflow_id, late, cleanup_after=renewed
+    )
+    assert taken is None  # an expired run is not brought back by a turn
+
+    claimed = msgspec.structs.replace(
+        waiting_run(clock), cleanup_after=clock() + timedelta(hours=1)
+    )
+    await store.runs.insert(claimed)
+    assert await store.runs.claim_for_turn(
+        "acme", claimed.id, claimed.workflow_id, claim(clock), cleanup_after=renewed
+    )
+    stored = await store.runs.find("acme", claimed.id, clock())
+    assert stored is not None and stored.cleanup_after == renewed  # the claim renewed it
+    await store.database["runs"].update_one(
+        {"_id": claimed.id}, {"$set": {"cleanup_after": clock() + timedelta(hours=1)}}
+    )
+    clock.advance(2 * 3600)  # its server died, and the run expired before anyone noticed
+    assert await store.runs.expired_claims(clock(), 10) == []
+    later = clock() + timedelta(seconds=30)
+    assert await store.runs.take_over_interrupted("acme", claimed.id, clock(), "t2", later) is None
+
+
+async def test_events_go_once_their_run_has_gone_and_are_renewed_while_it_lives(
+    store: Store,
+) -> None:
+    clock = FakeClock()
+    month = timedelta(days=30)
+
+    async def archived_run(cleanup_after: datetime | None) -> RunDocument:
+        run = msgspec.structs.replace(waiting_run(clock), cleanup_after=cleanup_after)
+        await store.runs.insert(run)
+        await store.runs.archive([(run, [1])])
+        return run
+
+    async def archived(run: RunDocument) -> list[TurnEventsDocument]:
+        return await store.runs.archived_turns(run, [1])
+
+    deleted = await archived_run(clock() + month)  # MongoDB's TTL monitor will take it
+    expired = await archived_run(clock() + month)  # past its date, not deleted yet
+    renewed = await archived_run(clock() + month)  # a later turn renews it
+    forever = await archived_run(None)  # retention 0
+    await store.database["runs"].delete_one({"_id": deleted.id})
+    await store.database["runs"].update_one(
+        {"_id": renewed.id}, {"$set": {"cleanup_after": clock() + 2 * month}}
+    )
+    assert await store.runs.expire_events(clock(), 100) == 0
+    clock.advance(month.total_seconds())
+    assert await store.runs.expire_events(clock(), 100) == 3
+    assert await archived(deleted) == [] and await archived(expired) == []
+    kept = await archived(renewed)
+    assert [document.cleanup_after for document in kept] == [FakeClock.START + 2 * month]
+    assert len(await archived(forever)) == 1
+    assert await store.runs.expire_events(clock(), 100) == 0
+    clock.advance(month.total_seconds())
+    assert await store.runs.expire_events(clock(), 1) == 1
+    assert await archived(renewed) == [] and len(await archived(forever)) == 1
