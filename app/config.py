@@ -1,6 +1,7 @@
 """Configuration from the environment; every setting is listed in the README."""
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
@@ -47,6 +48,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_stored_bytes: int = 8 * 1024 * 1024
     evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
     definitions: DefinitionLimits = msgspec.field(default_factory=DefinitionLimits)
+    # Origins a browser may call the API from (``*``: any); none: Tandem's own only.
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -104,6 +107,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             max_stored_bytes=_whole(env, "TANDEM_MAX_STORED_BYTES", 8 * 1024 * 1024),
             evaluation=_evaluation_limits(env),
             definitions=_definition_limits(env),
+            cors_origins=parse_cors_origins(env.get("TANDEM_CORS_ORIGINS", "")),
         )
 
 
@@ -116,6 +120,23 @@ def parse_api_keys(raw: str) -> dict[str, str]:
             raise ConfigError(f"TANDEM_API_KEYS entry {entry!r} is not of the form key:tenant")
         keys[key] = tenant
     return keys
+
+
+# What a browser sends as Origin: scheme://host[:port], no path; Litestar reads a * in it
+# as "anything here" (http://localhost:*).
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+")
+
+
+def parse_cors_origins(raw: str) -> tuple[str, ...]:
+    """``https://chat.example.com,http://localhost:5173`` (or ``*``) as a tuple of origins."""
+    origins = tuple(filter(None, (part.strip() for part in raw.split(","))))
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"TANDEM_CORS_ORIGINS entry {origin!r} is not an origin: write "
+                "scheme://host[:port] with no path (for example http://localhost:5173), or *"
+            )
+    return origins
 
 
 def _llm_provider(env: Mapping[str, str]) -> str:

@@ -12,6 +12,7 @@ from litestar.middleware import DefineMiddleware
 
 from app.api import dependencies
 from app.api.auth import ApiKeyAuthentication
+from app.api.cors import cors_config
 from app.api.errors import handle_http_exception, handle_tandem_error, handle_unexpected
 from app.api.health import healthz, readyz
 from app.api.openapi import StructSchemaWithOurMeta, openapi_config
@@ -105,6 +106,7 @@ def create_app(
             Exception: handle_unexpected,
         },
         request_max_body_size=settings.max_body_bytes,
+        cors_config=cors_config(settings.cors_origins),
         openapi_config=openapi_config(),
         plugins=[StructSchemaWithOurMeta()],
         debug=False,
