@@ -40,7 +40,9 @@ def create_app(
     clock: Clock = utc_now,
     llm: LlmClient | None = None,
 ) -> Litestar:
-    """The Tandem application. ``database``, ``clock`` and ``llm`` are for tests to inject."""
+    """The Tandem application. ``clock`` and ``llm`` are for tests to inject; a
+    ``database`` given is opened and closed by the caller (``app.serving``, or a test),
+    else the app opens its own from ``settings``."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
