@@ -15,7 +15,7 @@ from app.api.auth import ApiKeyAuthentication
 from app.api.cors import cors_config
 from app.api.errors import handle_http_exception, handle_tandem_error, handle_unexpected
 from app.api.health import healthz, readyz
-from app.api.openapi import StructSchemaWithOurMeta, openapi_config
+from app.api.openapi import StructSchemaWithOurMeta, openapi_asset_routers, openapi_config
 from app.api.runs import ExecuteController, RunController, RunListController
 from app.api.workflows import WorkflowController
 from app.clock import Clock, utc_now
@@ -94,6 +94,7 @@ def create_app(
             RunListController,
             healthz,
             readyz,
+            *openapi_asset_routers(),
         ],
         lifespan=[lifespan],
         dependencies={
