@@ -1,9 +1,11 @@
 """Configuration from the environment; every setting is listed in the README."""
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Literal
 
 import msgspec
 
@@ -27,7 +29,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     mongodb_uri: str | None = None
     database_name: str = "tandem"
     api_keys: dict[str, str] = msgspec.field(default_factory=dict)  # key -> tenant
-    dev_key: str | None = None  # made at start-up on the embedded default with no keys set
+    # The key of tenant ``dev`` on the embedded default with no keys set, and where it
+    # comes from: TANDEM_DEV_KEY, a data file that kept it, or made at start-up.
+    dev_key: str | None = None
+    dev_key_source: Literal["TANDEM_DEV_KEY", "data file", "made"] | None = None
     examples_tenant: str | None = None
     lease_seconds: float = 30.0
     max_body_bytes: int = 1024 * 1024
@@ -57,6 +62,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     run_retention_days: float = 30.0
     evaluation: EvaluationLimits = msgspec.field(default_factory=EvaluationLimits)
     definitions: DefinitionLimits = msgspec.field(default_factory=DefinitionLimits)
+    # Origins a browser may call the API from (``*``: any); none: Tandem's own only.
+    cors_origins: tuple[str, ...] = ()
+    # How long start-up waits for MongoDB to answer before saying it cannot be reached.
+    mongodb_startup_timeout_seconds: float = 5.0
+    # The file that keeps the embedded store across restarts, and how often it is written.
+    data_file: str | None = None
+    data_file_save_seconds: float = 10.0
 
     @property
     def embedded(self) -> bool:
@@ -86,14 +98,26 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         uri = env.get("MONGODB_URI") or None
         keys = parse_api_keys(env.get("TANDEM_API_KEYS", ""))
         dev_key = None
+        fixed_dev_key = _dev_key(env)
+        if fixed_dev_key is not None and keys:
+            raise ConfigError(
+                "TANDEM_DEV_KEY and TANDEM_API_KEYS are both set: TANDEM_DEV_KEY is the key of "
+                f"the embedded default; add it to TANDEM_API_KEYS as '{fixed_dev_key}:dev' instead."
+            )
         if not keys:
             if uri is not None:
                 raise ConfigError(
                     "MONGODB_URI is set but TANDEM_API_KEYS is not: set TANDEM_API_KEYS to "
                     "'key:tenant[,key2:tenant2]' so that the data in MongoDB is protected."
                 )
-            dev_key = "dev-" + secrets.token_urlsafe(18)
+            dev_key = fixed_dev_key or "dev-" + secrets.token_urlsafe(18)
             keys = {dev_key: DEV_TENANT}
+        data_file = env.get("TANDEM_DATA_FILE") or None
+        if data_file is not None and uri is not None:
+            raise ConfigError(
+                "TANDEM_DATA_FILE and MONGODB_URI are both set: the data file keeps the embedded "
+                "store, and MongoDB keeps its data itself; unset one of them."
+            )
         examples_tenant = env.get("TANDEM_EXAMPLES_TENANT") or None
         if examples_tenant is None and uri is None:
             examples_tenant = next(iter(keys.values()))
@@ -102,6 +126,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             database_name=env.get("TANDEM_DB_NAME", "tandem"),
             api_keys=keys,
             dev_key=dev_key,
+            dev_key_source=None
+            if dev_key is None
+            else "TANDEM_DEV_KEY"
+            if fixed_dev_key is not None
+            else "made",
             examples_tenant=examples_tenant,
             lease_seconds=_number(env, "TANDEM_LEASE_SECONDS", 30.0),
             max_body_bytes=_whole(env, "TANDEM_MAX_BODY_BYTES", 1024 * 1024),
@@ -125,9 +154,23 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             run_retention_days=_retention_days(env),
             evaluation=_evaluation_limits(env),
             definitions=_definition_limits(env),
+            cors_origins=parse_cors_origins(env.get("TANDEM_CORS_ORIGINS", "")),
+            mongodb_startup_timeout_seconds=_number(
+                env, "TANDEM_MONGODB_STARTUP_TIMEOUT_SECONDS", 5.0
+            ),
+            data_file=data_file,
+            data_file_save_seconds=_number(env, "TANDEM_DATA_FILE_SAVE_SECONDS", 10.0),
         )
         _check_run_document_fits(settings)
         return settings
+
+    def with_kept_dev_key(self, key: str) -> "Settings":
+        """These settings with the dev key a data file kept, unless TANDEM_DEV_KEY fixes it."""
+        if self.dev_key_source != "made":
+            return self
+        return msgspec.structs.replace(
+            self, dev_key=key, dev_key_source="data file", api_keys={key: DEV_TENANT}
+        )
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -139,6 +182,33 @@ def parse_api_keys(raw: str) -> dict[str, str]:
             raise ConfigError(f"TANDEM_API_KEYS entry {entry!r} is not of the form key:tenant")
         keys[key] = tenant
     return keys
+
+
+# What a browser sends as Origin: scheme://host[:port], no path; Litestar reads a * in it
+# as "anything here" (http://localhost:*).
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+")
+
+
+def parse_cors_origins(raw: str) -> tuple[str, ...]:
+    """``https://chat.example.com,http://localhost:5173`` (or ``*``) as a tuple of origins."""
+    origins = tuple(filter(None, (part.strip() for part in raw.split(","))))
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"TANDEM_CORS_ORIGINS entry {origin!r} is not an origin: write "
+                "scheme://host[:port] with no path (for example http://localhost:5173), or *"
+            )
+    return origins
+
+
+def _dev_key(env: Mapping[str, str]) -> str | None:
+    """``TANDEM_DEV_KEY``: a key as clients send it, in a header."""
+    key = env.get("TANDEM_DEV_KEY") or None
+    if key is not None and (len(key) < 8 or not key.isprintable() or any(c in key for c in " ,")):
+        raise ConfigError(
+            "TANDEM_DEV_KEY must be at least 8 printable characters with no spaces or commas"
+        )
+    return key
 
 
 def _llm_provider(env: Mapping[str, str]) -> str:

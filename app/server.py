@@ -14,10 +14,11 @@ from litestar.middleware import DefineMiddleware
 
 from app.api import dependencies
 from app.api.auth import ApiKeyAuthentication
+from app.api.cors import cors_config
 from app.api.errors import handle_http_exception, handle_tandem_error, handle_unexpected
 from app.api.health import healthz, readyz
 from app.api.metrics import metrics
-from app.api.openapi import StructSchemaWithOurMeta, openapi_config
+from app.api.openapi import StructSchemaWithOurMeta, openapi_asset_routers, openapi_config
 from app.api.request_ids import request_ids
 from app.api.runs import ExecuteController, RunController, RunListController
 from app.api.workflows import WorkflowController
@@ -47,7 +48,9 @@ def create_app(
     clock: Clock = utc_now,
     llm: LlmClient | None = None,
 ) -> Litestar:
-    """The Tandem application. ``database``, ``clock`` and ``llm`` are for tests to inject."""
+    """The Tandem application. ``clock`` and ``llm`` are for tests to inject; a
+    ``database`` given is opened and closed by the caller (``app.serving``, or a test),
+    else the app opens its own from ``settings``."""
     registry = Metrics()
     stamp_records_with_request_ids()
 
@@ -110,6 +113,7 @@ def create_app(
             healthz,
             readyz,
             metrics,
+            *openapi_asset_routers(),
         ],
         lifespan=[lifespan],
         dependencies={
@@ -124,6 +128,7 @@ def create_app(
             Exception: handle_unexpected,
         },
         request_max_body_size=settings.max_body_bytes,
+        cors_config=cors_config(settings.cors_origins),
         openapi_config=openapi_config(),
         plugins=[StructSchemaWithOurMeta()],
         debug=False,

@@ -2,15 +2,18 @@
 cannot infer from our types alone."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from litestar import Router
 
 # Litestar's plugin for msgspec Structs is not exported; ours extends it rather than
 # copy it. tests/api/test_openapi_and_health.py checks what it adds.
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import (
     Components,
     Example,
@@ -24,11 +27,36 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.static_files import create_static_files_router
 from litestar.typing import FieldDefinition
+from swagger_ui_bundle import swagger_ui_path
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
     from litestar.openapi.spec import Reference
+
+
+# The OpenAPI pages load their scripts from Tandem itself, never from a CDN, so that they
+# work offline: Swagger UI from the swagger-ui-bundle-v2 package, ReDoc (2.5.4, MIT, its
+# npm package's standalone bundle) from app/api/openapi_assets/redoc. Under /schema, they
+# are public like the pages.
+ASSETS = "/schema/assets"
+SWAGGER_UI_ASSETS = f"{ASSETS}/swagger-ui"
+REDOC_ASSETS = f"{ASSETS}/redoc"
+REDOC_FILES = Path(__file__).parent / "openapi_assets" / "redoc"
+FAVICON = f"<link rel='icon' type='image/png' href='{SWAGGER_UI_ASSETS}/favicon-32x32.png'>"
+
+
+def openapi_asset_routers() -> list[Router]:
+    """The routes serving the OpenAPI pages' scripts and styles."""
+    return [
+        create_static_files_router(
+            path=SWAGGER_UI_ASSETS, directories=[swagger_ui_path], include_in_schema=False
+        ),
+        create_static_files_router(
+            path=REDOC_ASSETS, directories=[REDOC_FILES], include_in_schema=False
+        ),
+    ]
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -37,6 +65,19 @@ def openapi_config() -> OpenAPIConfig:
         version="1.0.0",
         description="Interactive, multi-turn workflows, one turn at a time.",
         path="/schema",
+        # ReDoc first: it also answers /schema itself.
+        render_plugins=[
+            RedocRenderPlugin(
+                js_url=f"{REDOC_ASSETS}/redoc.standalone.js", google_fonts=False, favicon=FAVICON
+            ),
+            SwaggerRenderPlugin(
+                js_url=f"{SWAGGER_UI_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{SWAGGER_UI_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{SWAGGER_UI_ASSETS}/swagger-ui-standalone-preset.js",
+                favicon=FAVICON,
+            ),
+            YamlRenderPlugin(favicon=FAVICON),
+        ],
         components=Components(
             security_schemes={
                 "ApiKey": SecurityScheme(
