@@ -52,8 +52,11 @@ LastEventIdHeader = Annotated[
     str,
     HeaderParameter(
         name="Last-Event-ID",
-        description="Resume after this message: a seq, or `<seq>.<characters>` (LLM text).",
-        schema_extra={"pattern": "^[0-9]{1,18}([.][0-9]{1,18})?$"},
+        description=(
+            "Resume after this message: a seq, or `<seq>.<characters>` (LLM text); empty:"
+            " from the start, as without the header."
+        ),
+        schema_extra={"pattern": "^([0-9]{1,18}([.][0-9]{1,18})?)?$"},
     ),
 ]
 _SOURCE = re.compile(EXECUTION_SOURCE_PATTERN)
