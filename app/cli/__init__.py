@@ -4,11 +4,12 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from app.cli.chat import chat, terminal_reader
+from app.cli.chat import EXIT_INTERRUPTED, chat, terminal_reader
 from app.cli.connection import DEFAULT_URL, KEY_VARIABLE, URL_VARIABLE, CliError, Tandem
 from app.cli.publish import describe, publish
 
@@ -52,6 +53,14 @@ def run_command(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.std
     except CliError as error:
         out.flush()
         err.write(f"tandem: {error}\n")
+        return 1
+    except KeyboardInterrupt:  # outside a conversation (which stops its run itself)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of the output went away (`| head`): end quietly, and keep Python
+        # from failing again when it flushes stdout at exit.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

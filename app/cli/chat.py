@@ -258,6 +258,9 @@ def terminal_reader(stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> Read
             except EOFError:
                 out.write("\n")
                 return None
+            except KeyboardInterrupt:
+                out.write("\n")  # what comes next starts on a line of its own
+                raise
 
         return typed
 
