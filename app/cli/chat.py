@@ -166,6 +166,11 @@ class Conversation:
                 if message.event == "error":
                     raise CliError(f"the turn did not finish: {message.data.get('detail')}")
                 self.transcript.show(message)
+            else:
+                raise CliError(
+                    f"the stream of run {self.run_id} closed before the turn ended "
+                    f"(GET /v1/runs/{self.run_id} tells how it went on)"
+                )
         self.transcript.end_line()
 
     def stop(self) -> None:
