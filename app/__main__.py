@@ -1,4 +1,7 @@
-"""``python -m app [--host H] [--port P]``: start Tandem (see ``app.serving``)."""
+"""``python -m app [--host H] [--port P]``: start Tandem (see ``app.serving``).
+
+``python -m app publish FILE`` and ``python -m app chat WORKFLOW_ID`` talk to a running
+server instead (app.cli)."""
 
 import argparse
 import os
@@ -10,6 +13,11 @@ from app.telemetry.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] in ("publish", "chat"):
+        from app.cli import run_command  # the client side: none of the server is needed
+
+        return run_command(arguments)
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port")
