@@ -23,6 +23,7 @@ from app.engine.llm import LlmClient
 from app.errors import TandemError
 from app.examples import load_examples
 from app.llm import build_llm_client
+from app.playground import playground_router
 from app.services.run_services import RunServices
 from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
@@ -91,6 +92,7 @@ def create_app(
             RunListController,
             healthz,
             readyz,
+            playground_router(),
         ],
         lifespan=[lifespan],
         dependencies={
