@@ -521,6 +521,10 @@ async function postTurn(path, body, pendingBubble) {
         currentTurn = event.turn;
         run.lastSeq = Math.max(run.lastSeq, event.seq);
         conversation.addEvent(event);
+        if (run.turn !== event.turn) {
+          run.turn = event.turn; // the turn executing now
+          render();
+        }
       }
     }
     if (result === null) throw new Error("The stream ended before the turn's result.");
@@ -621,6 +625,10 @@ async function followRun(run) {
         currentTurn = message.data.turn;
         run.lastSeq = Math.max(run.lastSeq, message.data.seq);
         conversation.addEvent(message.data);
+        if (run.turn !== currentTurn) {
+          run.turn = currentTurn;
+          render();
+        }
       }
     }
   } catch (error) {
