@@ -157,6 +157,40 @@ def say(page: Page, text: str) -> None:
     page.keyboard.press("Enter")
 
 
+# Every visible text that is not part of a disabled control (WCAG exempts those), with
+# its colour against the first opaque background behind it: AA asks 4.5:1, or 3:1 for
+# large text (24 px, or 18.66 px bold).
+LOW_CONTRAST_TEXTS = """() => {
+  const rgb = (colour) => colour.match(/[\\d.]+/g).map(Number);
+  const luminance = ([r, g, b]) => {
+    const linear = [r, g, b].map((c) => {
+      c /= 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
+  };
+  const background = (node) => {
+    for (; node; node = node.parentElement) {
+      const colour = rgb(getComputedStyle(node).backgroundColor);
+      if (colour.length < 4 || colour[3] > 0) return colour;
+    }
+    return [255, 255, 255];
+  };
+  const failures = [];
+  for (const node of document.querySelectorAll("body *")) {
+    const text = [...node.childNodes].filter((c) => c.nodeType === 3).map((c) => c.data).join("");
+    if (!text.trim() || node.closest(":disabled") || !node.checkVisibility()) continue;
+    const style = getComputedStyle(node);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const [a, b] = [luminance(rgb(style.color)), luminance(background(node))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < (large ? 3 : 4.5)) failures.push(`${text.trim().slice(0, 40)}: ${ratio.toFixed(2)}`);
+  }
+  return failures;
+}"""
+
+
 def turn(page: Page, number: int) -> Locator:
     return page.locator(f"#conversation .turn[data-turn='{number}']")
 
@@ -200,6 +234,7 @@ def test_the_booking_conversation_by_keyboard(page: Page, server: ServerProcess)
     page.keyboard.press("Enter")
     expect(panel.locator("li[data-type='paused']")).to_be_visible()
     page.screenshot(path=ARTIFACTS / "booking-completed.png", full_page=True)
+    assert page.evaluate(LOW_CONTRAST_TEXTS) == []
 
     run_id = page.locator("#run-id").inner_text()
     run = api(server, f"/v1/runs/{run_id}")
@@ -240,6 +275,7 @@ def test_stop_in_the_chat_assistant_lands_mid_stream(page: Page, server: ServerP
     expect(message).to_be_disabled()
     expect(message).to_have_attribute("placeholder", "The run has ended")
     page.screenshot(path=ARTIFACTS / "chat-stopped.png")
+    assert page.evaluate(LOW_CONTRAST_TEXTS) == []
 
     run_id = page.locator("#run-id").inner_text()
     events = api(server, f"/v1/runs/{run_id}/events?turn=3")["events"]
@@ -291,6 +327,7 @@ def test_a_wrong_key_is_refused_in_words(page: Page, server: ServerProcess) -> N
     page.get_by_label("API key", exact=True).type("not-a-key")
     page.keyboard.press("Enter")
     expect(page.get_by_role("alert")).to_contain_text("This key is not accepted")
+    assert page.evaluate(LOW_CONTRAST_TEXTS) == []
     expect(page.get_by_label("Workflow")).to_be_disabled()
 
 
