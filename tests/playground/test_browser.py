@@ -379,3 +379,34 @@ def test_the_readme_fetch_examples_work_from_another_origin(
     assert "".join(result["texts"]) == "hello from afar", result
     assert result["followed"] == list(range(1, len(result["followed"]) + 1)), result
     assert result["status"] == 200, result
+
+
+def test_support_triage_offers_its_choices_as_buttons(page: Page, server: ServerProcess) -> None:
+    use_key(page, server)
+    page.get_by_label("Workflow").select_option(label="Support triage")
+    page.get_by_text("Run inputs (optional)").click()
+    page.get_by_label("Inputs as a JSON object").fill('{"customer": "ACME"}')
+    tab_to(page, page.get_by_role("button", name="Start run"))
+    page.keyboard.press("Enter")
+    expect(turn(page, 1)).to_contain_text("Hello ACME, this is support.")
+
+    choices = page.get_by_role("group", name="Choices").get_by_role("button")
+    expect(choices).to_have_text(["billing", "bug", "account"])
+    page.screenshot(path=ARTIFACTS / "triage-choices.png")
+    tab_to(page, choices.nth(1))
+    page.keyboard.press("Enter")
+    expect(turn(page, 2).locator(".bubble.user")).to_have_text("bug")
+    expect(page.get_by_role("group", name="Choices")).to_be_hidden()
+    expect(page.get_by_label("Your message")).to_have_attribute(
+        "placeholder", "How urgent is it, from 1 (not) to 5 (blocking)?"
+    )
+    say(page, "3")
+    say(page, "The export button does nothing.")
+    state = turn(page, 4).locator(".state-values")
+    expect(state).to_contain_text("priority")
+    expect(state).to_contain_text("bug-high")
+    expect(page.locator("#run-state")).to_have_text("paused")
+
+    say(page, "It started on Monday.")  # a paused run takes an optional message
+    expect(page.locator("#run-state")).to_have_text("completed")
+    expect(turn(page, 5)).to_contain_text('"note": "It started on Monday."')
