@@ -28,6 +28,7 @@ from app.engine.llm import LlmClient
 from app.errors import TandemError
 from app.examples import load_examples
 from app.llm import build_llm_client
+from app.playground import playground_router
 from app.services.run_services import RunServices
 from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
@@ -114,6 +115,7 @@ def create_app(
             readyz,
             metrics,
             *openapi_asset_routers(),
+            playground_router(),
         ],
         lifespan=[lifespan],
         dependencies={
