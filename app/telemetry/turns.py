@@ -79,7 +79,8 @@ class TurnTelemetry:
 
     def turn_recovered(self, *, tenant: str, run_id: Any, turn: int, recoveries: int) -> None:
         logger.warning(
-            "executing turn again after its server stopped (recovery %d)",
+            "executing turn %d again after its server stopped (recovery %d)",
+            turn,
             recoveries,
             extra={"run_id": str(run_id), "turn": turn, "tenant": tenant},
         )

@@ -209,10 +209,13 @@ async def test_archived_events_go_with_their_run_and_never_before(
         runs = app.state.runs
         idle = (await turn(http, workflow_id))["run_id"]  # type: ignore[arg-type]
         renewed = (await turn(http, workflow_id))["run_id"]  # type: ignore[arg-type]
+        # Each turn archived before the next (archives wait a moment to share an insert,
+        # and then carry the run's date as it is then).
+        await runs.executor.drain()
         for message in ("Ann", "4"):  # days 10 and 20: the run's cleanup_after is day 50
             clock.advance(10 * DAY)
             await turn(http, workflow_id, renewed, message)  # type: ignore[arg-type]
-        await runs.executor.drain()  # the archive, in the background
+            await runs.executor.drain()
         assert await archived(idle) == [1]
         assert await archived(renewed) == [1, 2, 3]
         assert await runs.events_sweeper.sweep() == 0  # nothing due yet
