@@ -179,7 +179,10 @@ def _refuse(error: Exception) -> int:
 
 
 def banner(settings: Settings, url: str) -> str:
-    lines = [f"Tandem listening on {url}  (OpenAPI: {url}/schema)"]
+    lines = [
+        f"Tandem listening on {url}  (OpenAPI: {url}/schema)",
+        f"Chat in your browser: open {url}/ and paste an API key.",
+    ]
     if settings.embedded and settings.data_file is None:
         lines += [
             "",

@@ -53,8 +53,8 @@ def server() -> Iterator[Server]:
     try:
         assert process.stdout is not None
         # The banner comes once the server answers; its last line is the first curl's,
-        # or, on MongoDB (no dev key), the URL's.
-        last_line = "Tandem listening on" if env.get("MONGODB_URI") else "-d '{}'"
+        # or, on MongoDB (no dev key), the playground's.
+        last_line = "Chat in your browser" if env.get("MONGODB_URI") else "-d '{}'"
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             line = process.stdout.readline()
