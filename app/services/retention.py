@@ -11,24 +11,21 @@ never go before their run, go at most one interval after it, and each is rewritt
 most once per retention period while its run lives (see ``RunStore.expire_events``).
 """
 
-import asyncio
-import contextlib
-import logging
-
 from app.clock import Clock
+from app.services.periodic import PeriodicSweep
 from app.store.runs import RunStore
 
-logger = logging.getLogger("tandem")
 TURNS_PER_ROUND = 1_000  # archived turns looked at in one round
 ROUNDS_PER_SWEEP = 10  # a backlog (after servers were down) is worked off over sweeps
 
 
-class ExpiredEventsSweeper:
+class ExpiredEventsSweeper(PeriodicSweep):
+    what = "expired events"
+
     def __init__(self, runs: RunStore, clock: Clock, interval_seconds: float) -> None:
+        super().__init__(interval_seconds)
         self._runs = runs
         self._clock = clock
-        self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> int:
         """Delete or renew the archived turns whose date has passed; how many there were."""
@@ -39,21 +36,3 @@ class ExpiredEventsSweeper:
             if due < TURNS_PER_ROUND:
                 break
         return found
-
-    def start(self) -> None:
-        if self._interval > 0:
-            self._task = asyncio.create_task(self._sweep_forever())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.sweep()
-            except Exception:  # MongoDB unreachable for a moment: the next sweep tries again
-                logger.warning("the sweep for expired events failed", exc_info=True)
