@@ -14,6 +14,7 @@ document holds (dicts, lists and immutable leaves); anything else goes to mongom
 
 import copy
 import functools
+import time
 import types
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -43,6 +44,31 @@ def open_embedded_client() -> Any:
     return AsyncMongoMockClient(tz_aware=True)
 
 
+# mongomock looks for TTL-expired documents through the whole collection on every read:
+# with a TTL index (runs, idempotency keys), each turn would cost as much as the store
+# holds. MongoDB's own TTL monitor runs once a minute, and Tandem checks expiry in code
+# anyway (retention, keys), so the embedded store looks at most once a second.
+TTL_SWEEP_SECONDS = 1.0
+
+
+def _expire_at_most_every(seconds: float) -> None:
+    from mongomock.store import CollectionStore
+
+    store_class: Any = CollectionStore
+    remove_expired = store_class._remove_expired_documents
+
+    def remove_expired_now_and_then(self: Any) -> None:
+        if not self._ttl_indexes:
+            return
+        now = time.monotonic()
+        if now - getattr(self, "_tandem_expired_at", float("-inf")) < seconds:
+            return
+        self._tandem_expired_at = now
+        remove_expired(self)
+
+    store_class._remove_expired_documents = remove_expired_now_and_then
+
+
 def answer_id_lookups_directly() -> None:
     global _patched
     if _patched:
@@ -56,6 +82,7 @@ def answer_id_lookups_directly() -> None:
     helpers_module: Any = helpers
     missing = cast(Any, filtering).NOTHING  # how mongomock's filters see a missing field
     _mongomock_as_stored = helpers_module.patch_datetime_awareness_in_document
+    _expire_at_most_every(TTL_SWEEP_SECONDS)
     collection_module.copy = types.SimpleNamespace(deepcopy=_copy, copy=copy.copy)
     # mongomock parses a version string (``version.parse('4.0')``) on every call, several
     # times: the same few strings, parsed once here.
