@@ -1,5 +1,6 @@
 """Configuration from the environment; every setting is listed in the README."""
 
+import math
 import os
 import re
 import secrets
@@ -57,6 +58,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_stored_bytes: int = 8 * 1024 * 1024
     # How long an Idempotency-Key of POST .../execute is remembered, from its first request.
     idempotency_hours: float = 24.0
+    # What the runs whose last turn this process committed may take in memory (see
+    # ``RunCache``): a later turn of one of them saves a round trip. 0: none are kept.
+    run_cache_mb: float = 64.0
 
     # How long a run is kept after its last turn; 0 keeps runs forever.
     run_retention_days: float = 30.0
@@ -151,6 +155,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             max_turn_recoveries=_whole(env, "TANDEM_MAX_TURN_RECOVERIES", 2, allow_zero=True),
             max_stored_bytes=_whole(env, "TANDEM_MAX_STORED_BYTES", 8 * 1024 * 1024),
             idempotency_hours=_number(env, "TANDEM_IDEMPOTENCY_HOURS", 24.0),
+            run_cache_mb=_number(env, "TANDEM_RUN_CACHE_MB", 64.0, allow_zero=True),
             run_retention_days=_retention_days(env),
             evaluation=_evaluation_limits(env),
             definitions=_definition_limits(env),
@@ -305,7 +310,7 @@ def _number(
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(
             f"{name} must be {'zero or more' if allow_zero else 'positive'}, not {raw!r}"
         )

@@ -81,6 +81,7 @@ def create_app(
                 max_turn_recoveries=settings.max_turn_recoveries,
                 max_stored_bytes=settings.max_stored_bytes,
                 idempotency_lifetime=settings.idempotency_lifetime,
+                run_cache_bytes=int(settings.run_cache_mb * 1024 * 1024),
                 run_retention=settings.run_retention,
                 evaluation_limits=settings.evaluation,
             ),

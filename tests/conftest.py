@@ -30,8 +30,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B})
+def settings(request: pytest.FixtureRequest) -> Settings:
+    # Tests of a claimed turn in flight (held, crashed, stopped) mark themselves
+    # ``claiming``: in one process, a later blocking turn would otherwise run on the run
+    # this process cached, unclaimed (tests/api/test_cached_turn.py).
+    claiming = request.node.get_closest_marker("claiming") is not None
+    return Settings(
+        api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B}, run_cache_mb=0 if claiming else 64.0
+    )
 
 
 @pytest.fixture(scope="session")

@@ -164,8 +164,11 @@ class YieldingDatabase:
 
 
 def is_turn_commit(args: tuple[Any, ...]) -> bool:
-    """A runs.update_one call that commits a turn (guarded by its claim token)."""
-    return len(args) > 1 and "claim.token" in args[0] and "state" in args[1].get("$set", {})
+    """A runs.update_one call that commits a turn: guarded by its claim token, or (a turn
+    on a run its process had cached) by the revision it read and no claim."""
+    if len(args) < 2 or "state" not in args[1].get("$set", {}):
+        return False
+    return "claim.token" in args[0] or ("revision" in args[0] and "claim" in args[0])
 
 
 def is_progress_record(args: tuple[Any, ...]) -> bool:

@@ -3,7 +3,9 @@
 A stop writes the run's cancellation over the run as it read it, releasing any claim, if
 nothing changed the run in between (else it reads again). A turn executing meanwhile, in
 this process or another, loses its claim: its next progress record or its commit does not
-match, so it stores nothing more, and its engine is cancelled (here at once). The
+match, so it stores nothing more, and its engine is cancelled (here at once). A blocking
+turn that had not claimed the run yet (``TurnExecutor``) stores nothing at all: the stop
+came first, and the turn is refused as any turn on a cancelled run. The
 cancellation is the last event of the turn in flight, after the events that turn had
 already stored (and so perhaps shown): nothing shown is replaced.
 
@@ -57,7 +59,9 @@ class RunCanceller:
                 raise NotFound(f"No run {run_id}{of_workflow}.")
             if run.state.status in TERMINAL_STATUSES:
                 raise RunTerminal(f"Run {run_id} is already {run.state.status}.")
-            previous = RunStatus.RUNNING if run.claim is not None else run.state.status
+            # A turn here may not have claimed the run yet (see ``TurnExecutor``).
+            executing = run.claim is not None or self._live.executing(run_id)
+            previous = RunStatus.RUNNING if executing else run.state.status
             written = single_event_turn(
                 run,
                 now,

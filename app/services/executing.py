@@ -19,11 +19,26 @@ the poll interval, its first progress record inserts the run, claimed, so that i
 listed as running and its lease covers it. A first turn that answers before it ends
 (streamed, asynchronous) inserts its run, claimed, before it starts.
 
+A blocking later turn of a run whose last turn this process committed (``RunCache``)
+does not claim it either: it executes on the run as this process wrote it, and its
+commit is conditional on the run's ``revision`` being still the one written, which
+every write to a run increments. Claiming would tell others that a turn executes; a
+turn that ends within the poll interval has nobody to tell (its client waits for its
+answer, shown nothing before). So, as for a first turn, it claims the run (on the same
+condition) at its first progress record, or before its first LLM call, so that a stale
+copy never costs a provider call twice. If the run changed meanwhile (a stop, a turn in
+another process, an expiry), nothing of the turn was stored or shown: it is executed
+again the usual way, from a claim, and so answers as a turn arriving after the change
+(``409 run_terminal`` after a stop). A second turn of the run here meanwhile gets
+``409 turn_in_progress`` at once, as it would against a claim.
+
 Round trips per turn, whatever the number of nodes executed (plus one read of the
 version when its compiled form is not cached yet):
 - blocking first turn: read the workflow, insert the run;
 - streamed or asynchronous first turn: read the workflow, insert the run (claimed),
   commit;
+- blocking later turn, the run cached here: commit (conditional); if the run changed
+  meanwhile, then as a later turn;
 - later turn: claim, commit; archiving its events follows, off the critical path;
 - a turn longer than the poll interval: one progress record per interval, and one per
   LLM call when a stream here watches it.
@@ -34,7 +49,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +60,14 @@ from app.clock import Clock
 from app.engine.compiler import CompiledWorkflow
 from app.engine.llm import LlmCall, LlmClient, LlmReply
 from app.engine.runner import TurnOptions, run_turn
-from app.engine.state import TERMINAL_STATUSES, Event, LlmDelta, RunStatus, TurnInput
+from app.engine.state import (
+    TERMINAL_STATUSES,
+    WAITING_STATUSES,
+    Event,
+    LlmDelta,
+    RunStatus,
+    TurnInput,
+)
 from app.errors import (
     BadRequest,
     DefinitionRejected,
@@ -58,6 +80,7 @@ from app.errors import (
 from app.services.archiving import EventArchiver
 from app.services.cancelling import RunCanceller
 from app.services.live import LiveRuns, LiveTurn
+from app.services.run_cache import RunCache
 from app.services.turn_model import (
     PreparedTurn,
     TurnRequest,
@@ -103,8 +126,10 @@ class TurnExecutor:
         llm: LlmClient | None = None,
         keys: IdempotencyStore | None = None,
         telemetry: TurnTelemetry | None = None,
+        cache: RunCache | None = None,
     ) -> None:
         self._telemetry = telemetry or TurnTelemetry()
+        self._cache = cache
         self._runs = runs
         self._workflows = workflows
         self._live = live
@@ -137,12 +162,19 @@ class TurnExecutor:
         turn_input = TurnInput(message=message, data=request.data)
         if request.run_id is None:
             return await self._first_turn(tenant, workflow_id, request, turn_input, blocking)
+        if blocking and request.request is None:
+            # A keyed turn claims first: a retry must find it if this process dies.
+            cached = await self._cached_turn(tenant, workflow_id, request.run_id, turn_input)
+            if cached is not None:
+                return cached
         return await self._next_turn(
             tenant, workflow_id, request.run_id, turn_input, request.request
         )
 
     async def complete(self, turn: PreparedTurn) -> TurnResult:
-        """Run a prepared turn to its end and commit it."""
+        """Run a prepared turn to its end and commit it. A turn prepared ``blocking`` must
+        be completed at once (nothing awaited in between): until then it holds its run
+        here."""
         if turn.done is not None:
             return turn.done
         return await self._executed(turn)
@@ -220,9 +252,12 @@ class TurnExecutor:
         self._telemetry.turn_started(first=run.state.turn == 0 and turn.claim.recoveries == 0)
         result: TurnResult | None = None
         try:
-            result = await self._run_claimed(
-                run, turn.compiled, turn.claim, live, stored=turn.stored
-            )
+            if turn.claimed:
+                result = await self._run_claimed(
+                    run, turn.compiled, turn.claim, live, stored=turn.stored
+                )
+            else:
+                result = await self._run_unclaimed(run, turn.compiled, turn.claim)
             return result
         finally:
             failed = None
@@ -273,6 +308,53 @@ class TurnExecutor:
         await self._runs.insert(run)
         return PreparedTurn(run=run, compiled=compiled, claim=claim)
 
+    async def _cached_turn(
+        self, tenant: str, workflow_id: ObjectId, run_id: ObjectId, turn_input: TurnInput
+    ) -> PreparedTurn | None:
+        """The turn prepared on the run as this process last wrote it (see the module's
+        docstring), or None if it has no usable copy."""
+        if self._cache is None or self._live.executing(run_id):
+            return None
+        cached = self._cache.peek(run_id)
+        if (
+            cached is None
+            or cached.tenant != tenant
+            or cached.workflow_id != workflow_id
+            or cached.state.status not in WAITING_STATUSES
+            or cached.expired(self._clock())
+        ):
+            return None
+        try:
+            compiled = await self._workflows.compiled(tenant, workflow_id, cached.version)
+        except DefinitionRejected:
+            return None  # the usual way fails the run, and says why
+        # Nothing is awaited from here until the turn completes: it holds the run here.
+        if self._cache.peek(run_id) is not cached or self._live.executing(run_id):
+            return None  # another request here took it meanwhile
+        self._cache.drop(run_id)
+        self._live.begin_unclaimed(run_id)
+        return PreparedTurn(
+            run=cached, compiled=compiled, claim=self._new_claim(turn_input), claimed=False
+        )
+
+    async def _run_unclaimed(
+        self, run: RunDocument, compiled: CompiledWorkflow, claim: Claim
+    ) -> TurnResult:
+        """Execute a turn on a cached run; if the run changed before the turn could claim
+        or commit it, execute it again from a claim, as a turn arriving after the change."""
+        try:
+            return await self._run_claimed(run, compiled, claim, claimed=False)
+        except _RunChanged:
+            pass
+        finally:
+            self._live.end_unclaimed(run.id)
+        turn_input = TurnInput(message=claim.message, data=claim.data)
+        again = await self._next_turn(run.tenant, run.workflow_id, run.id, turn_input)
+        if again.done is not None:
+            return again.done
+        assert again.compiled is not None and again.claim is not None
+        return await self._run_claimed(again.run, again.compiled, again.claim)
+
     async def _next_turn(
         self,
         tenant: str,
@@ -281,6 +363,8 @@ class TurnExecutor:
         turn_input: TurnInput,
         request: RequestRef | None = None,
     ) -> PreparedTurn:
+        if self._live.executing(run_id):  # a turn here: its claim may be yet to come
+            raise TurnInProgress(f"Run {run_id} is executing another turn.")
         for _ in range(CLAIM_ATTEMPTS):
             claim = self._new_claim(turn_input, request)
             run = await self._runs.claim_for_turn(
@@ -295,6 +379,10 @@ class TurnExecutor:
             await self._explain_refused_claim(tenant, workflow_id, run_id)
         else:
             raise TurnInProgress(f"Run {run_id} is executing another turn.")
+        # The run as stored now: claimed, so one revision on from the one read.
+        run = msgspec.structs.replace(run, revision=run.revision + 1)
+        if self._cache is not None:
+            self._cache.drop(run_id)
         compiled = await self._compiled_or_failed(run, claim)
         if isinstance(compiled, TurnResult):
             return PreparedTurn(run=compiled.run, done=compiled)
@@ -334,18 +422,23 @@ class TurnExecutor:
         live: LiveTurn | None = None,
         *,
         stored: bool = True,
+        claimed: bool = True,
     ) -> TurnResult:
-        """``stored``: whether the run is in the store yet (see the module's docstring)."""
+        """``stored``: whether the run is in the store yet; ``claimed``: whether this turn
+        claimed it (see the module's docstring). Raises ``_RunChanged`` if an unclaimed
+        turn finds the run changed before it could claim or commit it."""
         turn = run.state.turn + 1
         # Events an interrupted attempt of this turn stored (and so perhaps showed): the
         # turn is executed again from the state before it and replays them, with the LLM
         # replies they hold, rather than storing them a second time under new seqs.
         replayed = [event for event in run.log if event.turn == turn]
-        recorder = _TurnRecorder(run, claim, live, replayed, stored)
+        recorder = _TurnRecorder(run, claim, live, replayed, stored, claimed)
         llm = self._llm
         completed_calls = [event for event in replayed if event.type == "llm_completed"]
         if llm is not None and completed_calls:
             llm = _ReplayedLlm(llm, completed_calls)
+        if llm is not None and stored and not claimed:
+            llm = _ClaimingLlm(llm, lambda: self._store_progress(recorder))
         options = TurnOptions(
             turn=turn,
             first_seq=replayed[0].seq if replayed else run.next_seq,
@@ -363,12 +456,17 @@ class TurnExecutor:
         )
         if live is not None:
             live.engine = engine
+        unclaimed = self._live.unclaimed(run.id) if not claimed else None
+        if unclaimed is not None:
+            unclaimed.engine = engine
         try:
             await self._wait_recording(engine, recorder)
         finally:
             if not engine.done():  # our own caller was cancelled: stop the engine too
                 engine.cancel()
         if engine.cancelled():  # a stop took the claim: nothing more of this turn is stored
+            if not recorder.claimed:
+                raise _RunChanged
             return await self._answer_after_lost_claim(run, turn)
         try:
             outcome = engine.result()
@@ -393,7 +491,7 @@ class TurnExecutor:
                     claim,
                     _too_large(turn, size, limit, state),
                     node_id=recorder.current_node,
-                    stored=recorder.run_stored,
+                    recorder=recorder,
                 )
             completed_at = now if state.status in TERMINAL_STATUSES else None
             cleanup_after = self._settings.cleanup_after(now)
@@ -406,33 +504,59 @@ class TurnExecutor:
                 completed_at=completed_at,
                 cleanup_after=cleanup_after,
             )
-            if recorder.run_stored:
-                committed = await self._runs.commit_turn(
-                    run.id,
-                    claim.token,
-                    state=state,
-                    log=log,
-                    visited_nodes=done.visited_nodes,
-                    completed_at=completed_at,
-                    cleanup_after=cleanup_after,
-                    log_json=log_json,
-                )
-            else:  # nobody knows the run yet: it is stored once, committed
-                await self._runs.insert(done)
-                committed = True
+            committed = await self._store_turn(done, claim, recorder, log_json)
+        except _RunChanged:
+            raise
         except Exception:  # whatever went wrong, the run fails and its claim is released
             logger.exception("run %s: turn %d could not be completed", run.id, turn)
             return await self._fail_claimed(
                 recorder.stored_run(run),
                 claim,
                 "The turn could not be completed because of an internal error.",
-                stored=recorder.run_stored,
+                recorder=recorder,
             )
         if not committed:
             return await self._answer_after_lost_claim(run, turn)
         recorder.stored_all()
+        done = msgspec.structs.replace(done, revision=recorder.revision)
         self._archiver.start(done)
+        if self._cache is not None and state.status in WAITING_STATUSES:
+            self._cache.put(done, size)
         return TurnResult(run=done, events=events_of_turn(done, turn))
+
+    async def _store_turn(
+        self,
+        done: RunDocument,
+        claim: Claim,
+        recorder: "_TurnRecorder | None" = None,
+        log_json: str | None = None,
+    ) -> bool:
+        """Write a turn's outcome ``done`` as the turn may: insert the run (nobody knows it
+        yet), commit it over the claim, or over the revision it was cached at. False if a
+        claimed turn lost its claim; ``_RunChanged`` if an unclaimed one finds it changed.
+        ``recorder``: None for a turn that claimed its run before it began."""
+        if recorder is not None and not recorder.run_stored:
+            await self._runs.insert(done)
+            return True
+        fields: dict[str, Any] = {
+            "state": done.state,
+            "log": done.log,
+            "visited_nodes": done.visited_nodes,
+            "completed_at": done.completed_at,
+            "cleanup_after": done.cleanup_after,
+            "log_json": log_json,
+        }
+        if recorder is None:
+            return await self._runs.commit_turn(done.id, claim.token, **fields)
+        if recorder.claimed:
+            committed = await self._runs.commit_turn(done.id, claim.token, **fields)
+        elif await self._runs.commit_unchanged(done.id, recorder.revision, **fields):
+            committed = True
+        else:
+            raise _RunChanged
+        if committed:
+            recorder.revision += 1
+        return committed
 
     async def _fail_claimed(
         self,
@@ -441,13 +565,13 @@ class TurnExecutor:
         error: str,
         *,
         node_id: str | None = None,
-        stored: bool = True,
+        recorder: "_TurnRecorder | None" = None,
     ) -> TurnResult:
         """End a claimed run ``failed`` with ``error`` as its turn's last event (naming
         ``node_id``, by default the node the run was at), and release the claim; the run
         keeps the variables and history it had before the turn. ``run.log`` must hold
-        every event stored so far: the failure is numbered after them. ``stored``: whether
-        the run is in the store yet."""
+        every event stored so far: the failure is numbered after them. ``recorder``: the
+        turn's, when it executed (it knows how the run is stored, see ``_store_turn``)."""
         node_id = node_id if node_id is not None else run.state.current_node
         failure = {"error": error, "node_id": node_id}
         now = self._clock()
@@ -460,17 +584,7 @@ class TurnExecutor:
             cleanup_after=self._settings.cleanup_after(now),
         )
         done = after_single_event_turn(run, written)
-        if not stored:
-            await self._runs.insert(done)
-        if not stored or await self._runs.commit_turn(
-            run.id,
-            claim.token,
-            state=written.state,
-            log=written.log,
-            visited_nodes=run.visited_nodes,
-            completed_at=written.completed_at,
-            cleanup_after=written.cleanup_after,
-        ):
+        if await self._store_turn(done, claim, recorder):
             self._archiver.start(done)
             return TurnResult(run=done, events=events_of_turn(done, written.state.turn))
         return await self._answer_after_lost_claim(run, written.state.turn)
@@ -520,54 +634,73 @@ class TurnExecutor:
         """Store the turn's progress every poll interval (at once when asked), renewing its
         lease; cancel ``engine`` once the turn has lost its claim."""
         interval = self._settings.claim_poll.total_seconds()
-        limit = self._settings.max_stored_bytes
-        # What the run's state takes stored (the one before the turn, which the run holds
-        # until the commit): the log may take the rest.
-        state_bytes = stored_state_bytes(recorder.state_before, 0)
         with contextlib.suppress(asyncio.CancelledError):
             while not engine.done():
                 recorder.urgent.clear()
-                events, shown = recorder.unstored()
-                log = recorder.log_with(events)
-                log_json = encode_log(log)
-                live_text = recorder.live_text
-                live_bytes = len(live_text.text.encode()) if live_text is not None else 0
-                # Too large to store beside the state: the record only renews the lease
-                # (the commit measures what it would store, and fails the run if need be).
-                too_large = state_bytes + len(log_json) + live_bytes > limit
-                if too_large:
-                    events, shown = [], 0
-                expires_at = self._clock() + self._settings.lease
-                try:
-                    if recorder.run_stored:
-                        held = await self._runs.record_progress(
-                            recorder.run_id,
-                            recorder.token,
-                            log=None if too_large else log,
-                            current_node=recorder.current_node,
-                            visited_nodes=recorder.visited_nodes,
-                            live_text=None if too_large else live_text,
-                            expires_at=expires_at,
-                            log_json=None if too_large else log_json,
-                        )
-                    elif not too_large:  # a blocking first turn: now its run is stored
-                        await self._runs.insert(recorder.in_flight(log, expires_at))
-                        recorder.run_stored = held = True
-                    else:  # too large to store: the turn goes on, and the commit fails it
-                        held = True
-                except Exception:  # MongoDB unreachable for a moment: the commit will tell
-                    logger.warning(
-                        "could not record the progress of run %s", recorder.run_id, exc_info=True
-                    )
-                    held = True
-                else:
-                    if held:
-                        recorder.stored(len(events), shown)
-                if not held:
+                if not await self._store_progress(recorder):
                     engine.cancel()
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(recorder.urgent.wait(), interval)
+
+    async def _store_progress(self, recorder: "_TurnRecorder") -> bool:
+        """Store how far the turn has got, renewing its lease, and claiming (or inserting)
+        its run if it has not yet; False if the turn lost its claim, or (not claimed yet)
+        the run changed since this process wrote it."""
+        async with recorder.lock:
+            limit = self._settings.max_stored_bytes
+            if recorder.state_bytes is None:
+                # What the run's state takes stored (the one before the turn, which the run
+                # holds until the commit): the log may take the rest.
+                recorder.state_bytes = stored_state_bytes(recorder.state_before, 0)
+            events, shown = recorder.unstored()
+            log = recorder.log_with(events)
+            log_json = encode_log(log)
+            live_text = recorder.live_text
+            live_bytes = len(live_text.text.encode()) if live_text is not None else 0
+            # Too large to store beside the state: the record only renews the lease (the
+            # commit measures what it would store, and fails the run if need be).
+            too_large = recorder.state_bytes + len(log_json) + live_bytes > limit
+            if too_large:
+                events, shown = [], 0
+            expires_at = self._clock() + self._settings.lease
+            try:
+                if recorder.claimed:
+                    held = await self._runs.record_progress(
+                        recorder.run_id,
+                        recorder.token,
+                        log=None if too_large else log,
+                        current_node=recorder.current_node,
+                        visited_nodes=recorder.visited_nodes,
+                        live_text=None if too_large else live_text,
+                        expires_at=expires_at,
+                        log_json=None if too_large else log_json,
+                    )
+                    recorder.revision += held
+                elif recorder.run_stored:  # a turn on a cached run: it claims the run now
+                    held = await self._runs.claim_unchanged(
+                        recorder.run_id,
+                        recorder.revision,
+                        recorder.in_flight_claim(expires_at, with_text=not too_large),
+                        log=None if too_large else log,
+                        cleanup_after=self._settings.cleanup_after(self._clock()),
+                        log_json=None if too_large else log_json,
+                    )
+                    recorder.revision += held
+                    recorder.claimed = held
+                elif not too_large:  # a blocking first turn: now its run is stored
+                    await self._runs.insert(recorder.in_flight(log, expires_at))
+                    recorder.run_stored = recorder.claimed = held = True
+                else:  # too large to store: the turn goes on, and the commit fails it
+                    return True
+            except Exception:  # MongoDB unreachable for a moment: the commit will tell
+                logger.warning(
+                    "could not record the progress of run %s", recorder.run_id, exc_info=True
+                )
+                return True
+            if held:
+                recorder.stored(len(events), shown)
+            return held
 
     def _new_claim(self, turn_input: TurnInput, request: RequestRef | None = None) -> Claim:
         now = self._clock()
@@ -592,14 +725,21 @@ class _TurnRecorder:
         claim: Claim,
         live: LiveTurn | None,
         replayed: list[Event],
-        run_stored: bool,
+        stored: bool,
+        claimed: bool,
     ) -> None:
         self._run = run
         self._claim = claim
         self._live = live
         self.run_id = run.id
         self.token = claim.token
-        self.run_stored = run_stored  # False: a blocking first turn's run, not stored yet
+        self.run_stored = stored  # False: a blocking first turn's run, not stored yet
+        self.claimed = claimed and stored  # False: not claimed yet (see the executor)
+        # The run's revision as stored now, as far as this turn knows: every write this
+        # turn makes to the run increments it (see ``RunStore``).
+        self.revision = run.revision
+        self.lock = asyncio.Lock()  # one write of the turn's progress at a time
+        self.state_bytes: int | None = None
         self._replayed = {event.seq: event for event in replayed}
         self._replayed_through = replayed[-1].seq if replayed else 0
         self._log = list(run.log)  # the run's log as stored, this turn's events included
@@ -674,14 +814,19 @@ class _TurnRecorder:
 
     def in_flight(self, log: list[Event], expires_at: datetime) -> RunDocument:
         """The run as a progress record stores it: claimed, with ``log`` as its log."""
-        claim = msgspec.structs.replace(
+        return msgspec.structs.replace(
+            self._run, claim=self.in_flight_claim(expires_at, with_text=True), log=log
+        )
+
+    def in_flight_claim(self, expires_at: datetime, *, with_text: bool) -> Claim:
+        """The turn's claim as a progress record stores it (``with_text``: its LLM text)."""
+        return msgspec.structs.replace(
             self._claim,
             current_node=self.current_node,
             visited_nodes=list(self.visited_nodes),
-            live_text=self.live_text,
+            live_text=self.live_text if with_text else None,
             expires_at=expires_at,
         )
-        return msgspec.structs.replace(self._run, claim=claim, log=log)
 
     def stored_run(self, run: RunDocument) -> RunDocument:
         """``run`` (as claimed) with the log as stored now: the events of this turn that
@@ -697,6 +842,25 @@ class _TurnRecorder:
 
     def stored_all(self) -> None:
         self.stored(len(self._unstored), len(self._unshown))
+
+
+class _RunChanged(Exception):
+    """A turn on a cached run found it changed before it could claim or commit it."""
+
+
+class _ClaimingLlm:
+    """The LLM for a turn on a cached run: the turn claims the run before its first call,
+    so that a provider is never called for a turn that is then executed again."""
+
+    def __init__(self, llm: LlmClient, claim: Callable[[], Awaitable[bool]]) -> None:
+        self._llm = llm
+        self._claim = claim
+        self.default_model = llm.default_model
+
+    async def complete(self, call: LlmCall, on_delta: Callable[[str], None]) -> LlmReply:
+        if not await self._claim():
+            raise asyncio.CancelledError  # the run changed: the turn is executed again
+        return await self._llm.complete(call, on_delta)
 
 
 class _ReplayedLlm:

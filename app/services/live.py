@@ -96,11 +96,23 @@ class LiveTurn:
         changed.set()
 
 
+class UnclaimedTurn:
+    """A turn executing here on a cached run that it has not claimed in the store."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self) -> None:
+        self.engine: asyncio.Future[Any] | None = None
+
+
 class LiveRuns:
     """The turns executing in this process, by run."""
 
     def __init__(self) -> None:
         self._turns: dict[ObjectId, LiveTurn] = {}
+        # Blocking turns executing here on a cached run, not claimed in the store (yet):
+        # nobody can follow them, but a second turn here must wait and a stop cancel them.
+        self._unclaimed: dict[ObjectId, UnclaimedTurn] = {}
 
     def open(self, run_id: ObjectId) -> LiveTurn:
         live = LiveTurn()
@@ -115,9 +127,25 @@ class LiveRuns:
         if self._turns.get(run_id) is live:
             del self._turns[run_id]
 
+    def begin_unclaimed(self, run_id: ObjectId) -> "UnclaimedTurn":
+        turn = UnclaimedTurn()
+        self._unclaimed[run_id] = turn
+        return turn
+
+    def unclaimed(self, run_id: ObjectId) -> "UnclaimedTurn | None":
+        return self._unclaimed.get(run_id)
+
+    def end_unclaimed(self, run_id: ObjectId) -> None:
+        self._unclaimed.pop(run_id, None)
+
+    def executing(self, run_id: ObjectId) -> bool:
+        """Whether a turn of the run executes in this process."""
+        return run_id in self._turns or run_id in self._unclaimed
+
     def cancel(self, run_id: ObjectId) -> None:
         """Cancel the engine of the run's turn here, if any (a stop needs not wait for the
         turn's next progress record to notice)."""
-        live = self._turns.get(run_id)
-        if live is not None and live.engine is not None:
-            live.engine.cancel()
+        for turns in (self._turns, self._unclaimed):
+            turn = turns.get(run_id)
+            if turn is not None and turn.engine is not None:
+                turn.engine.cancel()

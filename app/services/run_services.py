@@ -16,6 +16,7 @@ from app.services.listing import RunLister
 from app.services.live import LiveRuns
 from app.services.reading import RunReader
 from app.services.retention import ExpiredEventsSweeper
+from app.services.run_cache import RunCache
 from app.services.sweeping import InterruptedTurnSweeper
 from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
@@ -50,8 +51,19 @@ class RunServices:
         live = LiveRuns()
         archiver = EventArchiver(runs)
         canceller = RunCanceller(runs, live, archiver, clock, settings, telemetry)
+        cache = RunCache(settings.run_cache_bytes) if settings.run_cache_bytes > 0 else None
         executor = TurnExecutor(
-            runs, workflows, live, archiver, canceller, clock, settings, llm, keys, telemetry
+            runs,
+            workflows,
+            live,
+            archiver,
+            canceller,
+            clock,
+            settings,
+            llm,
+            keys,
+            telemetry,
+            cache,
         )
         reader = RunReader(runs, executor, clock)
         poll_seconds = settings.claim_poll.total_seconds()

@@ -35,6 +35,8 @@ class TurnSettings:
     max_stored_bytes: int = 8 * 1024 * 1024
     # How long an Idempotency-Key is remembered, from its first request.
     idempotency_lifetime: timedelta = timedelta(hours=24)
+    # What the runs cached for their next turn may take (see ``RunCache``); 0: no cache.
+    run_cache_bytes: int = 64 * 1024 * 1024
 
     # How long a run is kept after its last turn (None: forever): see ``cleanup_after``.
     run_retention: timedelta | None = timedelta(days=30)
@@ -83,6 +85,9 @@ class PreparedTurn:
     done: TurnResult | None = None
     # False for a blocking first turn: its run is stored when it ends (see the executor).
     stored: bool = True
+    # False for a blocking turn of a run this process had cached: its run is claimed only
+    # if the turn lasts (see the executor); ``run`` is the cached copy.
+    claimed: bool = True
 
     @property
     def turn(self) -> int:

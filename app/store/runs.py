@@ -212,6 +212,29 @@ class RunStore:
         result = await self._runs.update_one({"_id": run_id, "claim.token": token}, update)
         return result.matched_count == 1
 
+    async def claim_unchanged(
+        self,
+        run_id: ObjectId,
+        revision: int,
+        claim: Claim,
+        *,
+        log: list[Event] | None,
+        cleanup_after: datetime | None,
+        log_json: str | None = None,
+    ) -> bool:
+        """Claim, for a turn already executing, a run read at ``revision`` (a turn of a
+        run this process had cached, see ``TurnExecutor``), storing its progress so far as
+        ``record_progress`` does; False if anything wrote the run since (a stop, a turn
+        elsewhere), or it has gone."""
+        update: dict[str, Any] = {
+            "$set": {"claim": to_document(claim), "cleanup_after": cleanup_after},
+            "$inc": {"revision": 1},
+        }
+        if log is not None:
+            update["$set"]["log_json"] = encode_log(log) if log_json is None else log_json
+        result = await self._runs.update_one(_unchanged(run_id, revision), update)
+        return result.matched_count == 1
+
     async def commit_turn(
         self,
         run_id: ObjectId,
@@ -227,8 +250,52 @@ class RunStore:
         """Write a turn's outcome and release its claim if the turn still holds it; False
         if it lost it. ``log`` is the run's whole log after the turn (``log_json``: as
         ``encode_log`` writes it, when the caller has it already)."""
-        result = await self._runs.update_one(
+        return await self._commit(
             {"_id": run_id, "claim.token": token},
+            state,
+            log,
+            visited_nodes,
+            completed_at,
+            cleanup_after,
+            log_json,
+        )
+
+    async def commit_unchanged(
+        self,
+        run_id: ObjectId,
+        revision: int,
+        *,
+        state: CommittedState,
+        log: list[Event],
+        visited_nodes: list[str],
+        completed_at: datetime | None,
+        cleanup_after: datetime | None,
+        log_json: str | None = None,
+    ) -> bool:
+        """Write the outcome of a turn that never claimed the run, read at ``revision``
+        (see ``claim_unchanged``), if nothing wrote the run since; False otherwise."""
+        return await self._commit(
+            _unchanged(run_id, revision),
+            state,
+            log,
+            visited_nodes,
+            completed_at,
+            cleanup_after,
+            log_json,
+        )
+
+    async def _commit(
+        self,
+        query: dict[str, Any],
+        state: CommittedState,
+        log: list[Event],
+        visited_nodes: list[str],
+        completed_at: datetime | None,
+        cleanup_after: datetime | None,
+        log_json: str | None,
+    ) -> bool:
+        result = await self._runs.update_one(
+            query,
             {
                 "$set": {
                     "state": to_document(state),
@@ -347,6 +414,12 @@ class RunStore:
 
 # A run has a turn executing when its claim is a document (it is null between turns).
 _RUNNING = {"claim": {"$type": "object"}}
+
+
+def _unchanged(run_id: ObjectId, revision: int) -> dict[str, Any]:
+    """The run as read at ``revision`` with no turn claiming it: every write to a run
+    increments its revision, so the run is exactly as read."""
+    return {"_id": run_id, "revision": revision, "claim": None}
 
 
 def _not_expired(now: datetime) -> dict[str, Any]:

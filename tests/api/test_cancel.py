@@ -48,6 +48,7 @@ async def test_cancel_answers_404_for_another_tenant_and_400_for_a_bad_id(
     assert still["status"] == "waiting_for_user_input"
 
 
+@pytest.mark.claiming
 async def test_a_cancel_wins_over_a_turn_in_flight(
     racing: Racing, database: YieldingDatabase
 ) -> None:

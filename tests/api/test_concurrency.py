@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.api.helpers import turn
 from tests.support import BOOKING, FakeClock, YieldingDatabase, flow, is_turn_commit, wait_until
@@ -68,6 +69,7 @@ async def crashed_run(client: httpx.AsyncClient, database: YieldingDatabase) -> 
     return booking_id, run_id
 
 
+@pytest.mark.claiming
 async def test_twenty_turns_at_once_one_executes_the_others_get_409(
     racing: Racing, database: YieldingDatabase
 ) -> None:
@@ -98,6 +100,7 @@ async def test_twenty_turns_at_once_one_executes_the_others_get_409(
         assert events[-len(winner["events"]) :] == winner["events"]
 
 
+@pytest.mark.claiming
 async def test_stop_wins_over_a_turn_in_flight(racing: Racing, database: YieldingDatabase) -> None:
     async with racing() as client:
         booking_id, run_id, in_flight = await turn_held_at_its_commit(client, database)
@@ -128,6 +131,7 @@ async def test_stop_wins_over_a_turn_in_flight(racing: Racing, database: Yieldin
         assert "input_received" not in [e["type"] for e in events]
 
 
+@pytest.mark.claiming
 async def test_a_turn_interrupted_by_a_crash_runs_again_after_its_lease(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:
@@ -150,6 +154,7 @@ async def test_a_turn_interrupted_by_a_crash_runs_again_after_its_lease(
         assert [e["turn"] for e in events if e["type"] == "input_received"] == [2, 3]
 
 
+@pytest.mark.claiming
 async def test_reading_a_run_recovers_its_interrupted_turn(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:
@@ -163,6 +168,7 @@ async def test_reading_a_run_recovers_its_interrupted_turn(
         await stored_events(client, run_id)
 
 
+@pytest.mark.claiming
 async def test_a_stop_after_a_crash_cancels_without_replaying(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:

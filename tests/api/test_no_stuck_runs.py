@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
+import pytest
 from bson import ObjectId
 from bson.errors import InvalidDocument
 
@@ -94,6 +95,7 @@ async def crash_recovery_by_read(
     database.release()
 
 
+@pytest.mark.claiming
 async def test_a_turn_that_keeps_killing_its_server_fails_the_run_after_two_recoveries(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:
@@ -111,10 +113,11 @@ async def test_a_turn_that_keeps_killing_its_server_fails_the_run_after_two_reco
         assert refused["code"] == "run_terminal"
 
 
+@pytest.mark.claiming
 async def test_the_number_of_recoveries_is_configurable(
     settings: Settings, database: YieldingDatabase, clock: FakeClock
 ) -> None:
-    patient = Settings(api_keys=settings.api_keys, max_turn_recoveries=0)
+    patient = Settings(api_keys=settings.api_keys, max_turn_recoveries=0, run_cache_mb=0)
     async with serving(create_app(patient, database=database, clock=clock)) as client:  # type: ignore[arg-type]
         _, run_id = await crashed_run(client, database)
         clock.advance(31)

@@ -1,0 +1,225 @@
+"""A blocking later turn sent to the process that committed the run's previous turn
+executes on the run as that process wrote it and commits with one conditional write.
+Whatever changed the run meanwhile (a turn or a stop in another process, a stop here),
+nothing of the turn is stored, and it answers as a turn arriving after the change.
+
+Two apps on one database are two server processes: each has its own cache."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from app.config import Settings
+from app.engine.llm import LlmCall, LlmReply
+from app.server import create_app
+from tests.api.helpers import serving
+from tests.api.llm_scripts import Scripted
+from tests.api.test_concurrency import create_booking, post_turn, stored_events
+from tests.api.test_first_turn import create, writes_to_runs
+from tests.support import FakeClock, YieldingDatabase, flow, is_turn_commit, wait_until
+
+# Ask, answer with the LLM, ask again: every later turn calls the LLM once.
+ECHOING = flow(
+    ("ask", {"type": "input", "prompt": "Say something", "save_as": "said", "next": "think"}),
+    ("think", {"type": "llm", "prompt": "{{ said }}", "save_as": "reply", "next": "ask"}),
+)
+
+
+def is_conditional_commit(args: tuple[Any, ...]) -> bool:
+    """A runs.update_one call that commits a turn over the revision it read (a stop's
+    write names the revision too, but not the claim)."""
+    return is_turn_commit(args) and "revision" in args[0]
+
+
+class CountingLlm:
+    default_model = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, call: LlmCall, on_delta: Callable[[str], None]) -> LlmReply:
+        self.calls += 1
+        return LlmReply(text=f"reply {self.calls}", usage=None)
+
+
+def app_on(database: YieldingDatabase, settings: Settings, clock: FakeClock, **kw: Any) -> Any:
+    return create_app(settings, database=database, clock=clock, **kw)  # type: ignore[arg-type]
+
+
+async def execute(http: httpx.AsyncClient, workflow_id: str, **body: Any) -> httpx.Response:
+    return await http.post(f"/v1/workflows/{workflow_id}/execute", json=body)
+
+
+async def test_a_later_turn_in_the_same_process_is_one_conditional_write(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    async with serving(app_on(database, settings, clock)) as http:
+        booking = await create_booking(http)
+        run_id = (await execute(http, booking)).json()["run_id"]
+        for message, status in (("Ann", "waiting_for_user_input"), ("4", "paused")):
+            writes = writes_to_runs(database)
+            answer = await execute(http, booking, run_id=run_id, run_input={"message": message})
+            database.release()
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["status"] == status
+            assert writes == ["update_one"]
+        run = (await http.get(f"/v1/runs/{run_id}")).json()
+        assert run["turn"] == 3 and run["variables"] == {"name": "Ann", "size": "4"}
+        events = await stored_events(http, run_id)
+        assert events[-len(answer.json()["events"]) :] == answer.json()["events"]
+
+
+async def test_a_turn_on_a_stale_copy_executes_again_on_the_run_as_stored(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    async with (
+        serving(app_on(database, settings, clock)) as here,
+        serving(app_on(database, settings, clock)) as elsewhere,
+    ):
+        booking = await create_booking(here)
+        run_id = (await execute(here, booking)).json()["run_id"]  # cached here, turn 1
+        named = await execute(elsewhere, booking, run_id=run_id, run_input={"message": "Ann"})
+        assert named.status_code == 200 and named.json()["turn"] == 2
+
+        writes = writes_to_runs(database)
+        sized = await execute(here, booking, run_id=run_id, run_input={"message": "12"})
+        database.release()
+        # The copy of turn 1 did not match; the turn claimed the run as stored and ran on it.
+        assert writes == ["update_one", "find_one_and_update", "update_one"]
+        assert sized.status_code == 200, sized.text
+        assert sized.json()["turn"] == 3
+        texts = [e["data"].get("text") for e in sized.json()["events"] if e["type"] == "message"]
+        assert texts == ["Sorry Ann, at most 8 people."]
+        events = await stored_events(here, run_id)
+        assert [e["turn"] for e in events] == sorted(e["turn"] for e in events)
+        run = (await elsewhere.get(f"/v1/runs/{run_id}")).json()
+        assert run["turn"] == 3 and run["variables"] == {"name": "Ann", "size": "12"}
+
+
+async def test_a_stop_elsewhere_wins_over_a_turn_that_has_not_claimed_the_run(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    async with (
+        serving(app_on(database, settings, clock)) as here,
+        serving(app_on(database, settings, clock)) as elsewhere,
+    ):
+        booking = await create_booking(here)
+        run_id = (await execute(here, booking)).json()["run_id"]
+        database.hold("runs", "update_one", is_conditional_commit)
+        in_flight = post_turn(here, booking, run_id=run_id, run_input={"message": "Ann"})
+        await wait_until(lambda: database.waiting == 1)
+        stop = await elsewhere.delete(f"/v1/runs/{run_id}")
+        # The other process cannot know of a turn that has not claimed the run.
+        assert stop.status_code == 200
+        assert stop.json()["previous_status"] == "waiting_for_user_input"
+        database.release()
+        refused = await in_flight
+        assert refused.status_code == 409 and refused.json()["code"] == "run_terminal"
+        events = await stored_events(here, run_id)
+        assert [e["type"] for e in events if e["turn"] == 2] == ["run_cancelled"]
+        run = (await here.get(f"/v1/runs/{run_id}")).json()
+        assert run["status"] == "cancelled" and run["variables"] == {}
+
+
+async def test_a_stop_here_cancels_a_turn_that_has_not_claimed_the_run(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    async with serving(app_on(database, settings, clock)) as http:
+        booking = await create_booking(http)
+        run_id = (await execute(http, booking)).json()["run_id"]
+        database.hold("runs", "update_one", is_conditional_commit)
+        in_flight = post_turn(http, booking, run_id=run_id, run_input={"message": "Ann"})
+        await wait_until(lambda: database.waiting == 1)
+        stop = await execute(http, booking, run_id=run_id, run_input={"command": "stop"})
+        assert stop.status_code == 200, stop.text
+        assert [e["type"] for e in stop.json()["events"]] == ["run_cancelled"]
+        cancel_again = await http.delete(f"/v1/runs/{run_id}")
+        assert cancel_again.json()["code"] == "run_terminal"
+        database.release()
+        refused = await in_flight
+        assert refused.status_code == 409 and refused.json()["code"] == "run_terminal"
+        run = (await http.get(f"/v1/runs/{run_id}")).json()
+        assert run["status"] == "cancelled" and run["turn"] == 2 and run["variables"] == {}
+
+
+async def test_a_cancel_here_says_the_run_was_running(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    async with serving(app_on(database, settings, clock)) as http:
+        booking = await create_booking(http)
+        run_id = (await execute(http, booking)).json()["run_id"]
+        database.hold("runs", "update_one", is_conditional_commit)
+        in_flight = post_turn(http, booking, run_id=run_id, run_input={"message": "Ann"})
+        await wait_until(lambda: database.waiting == 1)
+        cancel = await http.delete(f"/v1/runs/{run_id}")
+        assert cancel.json()["previous_status"] == "running"
+        database.release()
+        assert (await in_flight).json()["code"] == "run_terminal"
+
+
+async def test_a_second_turn_here_meanwhile_is_refused_at_once(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    async with serving(app_on(database, settings, clock)) as http:
+        booking = await create_booking(http)
+        run_id = (await execute(http, booking)).json()["run_id"]
+        database.hold("runs", "update_one", is_conditional_commit)
+        first = post_turn(http, booking, run_id=run_id, run_input={"message": "Ann"})
+        await wait_until(lambda: database.waiting == 1)
+        second = await execute(http, booking, run_id=run_id, run_input={"message": "Bob"})
+        assert second.status_code == 409 and second.json()["code"] == "turn_in_progress"
+        database.release()
+        answer = await first
+        assert answer.status_code == 200 and answer.json()["turn"] == 2
+        run = (await http.get(f"/v1/runs/{run_id}")).json()
+        assert run["variables"] == {"name": "Ann"}
+
+
+async def test_an_llm_turn_claims_the_run_before_calling_the_provider(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    llm = Scripted()
+    quick = Settings(api_keys=settings.api_keys, poll_ms=5)
+    async with serving(app_on(database, quick, clock, llm=llm)) as http:
+        workflow_id = await create(http, ECHOING)
+        run_id = (await execute(http, workflow_id)).json()["run_id"]
+        in_flight = post_turn(http, workflow_id, run_id=run_id, run_input={"message": "hi"})
+        await asyncio.wait_for(llm.started.wait(), 5)
+        running = (await http.get(f"/v1/runs/{run_id}")).json()
+        assert running["status"] == "running" and running["current_node"] == "think"
+        llm.say("hel")
+        await asyncio.sleep(0.05)  # progress records renew the claim meanwhile
+        llm.say("lo", None)
+        answer = await asyncio.wait_for(in_flight, 5)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["turn"] == 2
+
+        # Claimed, recorded and committed by this process: its copy is still exact.
+        writes = writes_to_runs(database)
+        llm.started.clear()
+        llm.say("again", None)
+        again = await execute(http, workflow_id, run_id=run_id, run_input={"message": "ho"})
+        database.release()
+        assert again.status_code == 200 and again.json()["turn"] == 3
+        assert writes[0] == "update_one" and "find_one_and_update" not in writes
+
+
+async def test_a_stale_copy_never_calls_the_provider_twice(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    here_llm, elsewhere_llm = CountingLlm(), CountingLlm()
+    async with (
+        serving(app_on(database, settings, clock, llm=here_llm)) as here,
+        serving(app_on(database, settings, clock, llm=elsewhere_llm)) as elsewhere,
+    ):
+        workflow_id = await create(here, ECHOING)
+        run_id = (await execute(here, workflow_id)).json()["run_id"]
+        other = await execute(elsewhere, workflow_id, run_id=run_id, run_input={"message": "a"})
+        assert other.json()["output"] is None and elsewhere_llm.calls == 1
+        answer = await execute(here, workflow_id, run_id=run_id, run_input={"message": "b"})
+        assert answer.status_code == 200 and answer.json()["turn"] == 3
+        assert here_llm.calls == 1
+        run = (await here.get(f"/v1/runs/{run_id}")).json()
+        assert run["variables"] == {"said": "b", "reply": "reply 1"}
