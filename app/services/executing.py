@@ -438,7 +438,7 @@ class TurnExecutor:
         if llm is not None and completed_calls:
             llm = _ReplayedLlm(llm, completed_calls)
         if llm is not None and stored and not claimed:
-            llm = _ClaimingLlm(llm, lambda: self._store_progress(recorder))
+            llm = _ClaimingLlm(llm, lambda: self._claimed(recorder))
         options = TurnOptions(
             turn=turn,
             first_seq=replayed[0].seq if replayed else run.next_seq,
@@ -642,6 +642,10 @@ class TurnExecutor:
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(recorder.urgent.wait(), interval)
+
+    async def _claimed(self, recorder: "_TurnRecorder") -> bool:
+        """Whether the turn holds its claim, claiming the run now if it has not yet."""
+        return recorder.claimed or await self._store_progress(recorder)
 
     async def _store_progress(self, recorder: "_TurnRecorder") -> bool:
         """Store how far the turn has got, renewing its lease, and claiming (or inserting)
@@ -849,8 +853,9 @@ class _RunChanged(Exception):
 
 
 class _ClaimingLlm:
-    """The LLM for a turn on a cached run: the turn claims the run before its first call,
-    so that a provider is never called for a turn that is then executed again."""
+    """The LLM for a turn on a cached run: the turn claims the run before its first call
+    (``claim``: a no-op once claimed), so that a provider is never called for a turn that
+    is then executed again."""
 
     def __init__(self, llm: LlmClient, claim: Callable[[], Awaitable[bool]]) -> None:
         self._llm = llm

@@ -223,3 +223,24 @@ async def test_a_stale_copy_never_calls_the_provider_twice(
         assert here_llm.calls == 1
         run = (await here.get(f"/v1/runs/{run_id}")).json()
         assert run["variables"] == {"said": "b", "reply": "reply 1"}
+
+
+async def test_a_turn_claims_once_however_many_llm_calls_it_makes(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    twice = flow(
+        ("ask", {"type": "input", "prompt": "Say something", "save_as": "said", "next": "one"}),
+        ("one", {"type": "llm", "prompt": "{{ said }}", "save_as": "first", "next": "two"}),
+        ("two", {"type": "llm", "prompt": "{{ first }}", "save_as": "second", "next": "ask"}),
+    )
+    llm = CountingLlm()
+    async with serving(app_on(database, settings, clock, llm=llm)) as http:
+        workflow_id = await create(http, twice)
+        run_id = (await execute(http, workflow_id)).json()["run_id"]
+        writes = writes_to_runs(database)
+        answer = await execute(http, workflow_id, run_id=run_id, run_input={"message": "hi"})
+        database.release()
+        assert answer.status_code == 200 and llm.calls == 2
+        assert writes == ["update_one", "update_one"]  # the claim, then the commit
+        run = (await http.get(f"/v1/runs/{run_id}")).json()
+        assert run["variables"] == {"said": "hi", "first": "reply 1", "second": "reply 2"}
