@@ -331,6 +331,8 @@ class TurnExecutor:
         # Nothing is awaited from here until the turn completes: it holds the run here.
         if self._cache.peek(run_id) is not cached or self._live.executing(run_id):
             return None  # another request here took it meanwhile
+        if not self._cache.worth_using():
+            return None
         self._cache.drop(run_id)
         self._live.begin_unclaimed(run_id)
         return PreparedTurn(
@@ -343,9 +345,13 @@ class TurnExecutor:
         """Execute a turn on a cached run; if the run changed before the turn could claim
         or commit it, execute it again from a claim, as a turn arriving after the change."""
         try:
-            return await self._run_claimed(run, compiled, claim, claimed=False)
+            result = await self._run_claimed(run, compiled, claim, claimed=False)
+            if self._cache is not None:
+                self._cache.used(stale=False)
+            return result
         except _RunChanged:
-            pass
+            if self._cache is not None:
+                self._cache.used(stale=True)
         finally:
             self._live.end_unclaimed(run.id)
         turn_input = TurnInput(message=claim.message, data=claim.data)

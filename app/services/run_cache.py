@@ -8,6 +8,12 @@ turn executed again from the store, never a wrong write.
 
 Bounded by what the runs take stored (their state and log, as measured for
 ``max_stored_bytes``), least recently committed first out.
+
+Behind a load balancer that spreads a run's turns over processes, copies are mostly
+stale, and each stale one costs a failed write and an execution more than a claim
+would. So copies are used only while few of those used lately were stale (at most one
+in ``_STALE_ONE_IN``); otherwise one eligible turn in ``_PROBE_EVERY`` still uses its
+copy, to notice when that changes (sticky routing turned on, a replica gone).
 """
 
 from collections import OrderedDict
@@ -15,6 +21,10 @@ from collections import OrderedDict
 from bson import ObjectId
 
 from app.store.documents import RunDocument
+
+_STALE_ONE_IN = 8
+_PROBE_EVERY = 16
+_MEMORY = 64  # copies used that the stale share is taken over (halved past it)
 
 
 class RunCache:
@@ -24,6 +34,9 @@ class RunCache:
         self._max_entry_bytes = max_bytes // 16
         self._runs: OrderedDict[ObjectId, tuple[RunDocument, int]] = OrderedDict()
         self._bytes = 0
+        self._used = 0
+        self._stale = 0
+        self._passed_over = 0
 
     def put(self, run: RunDocument, stored_bytes: int) -> None:
         """Keep ``run`` as just written (``stored_bytes``: what it takes stored)."""
@@ -44,6 +57,22 @@ class RunCache:
         entry = self._runs.pop(run_id, None)
         if entry is not None:
             self._bytes -= entry[1]
+
+    def worth_using(self) -> bool:
+        """Whether a turn should use its run's copy, given how many used lately were
+        stale (see the module's docstring)."""
+        if self._stale * _STALE_ONE_IN <= self._used:
+            return True
+        self._passed_over += 1
+        return self._passed_over % _PROBE_EVERY == 0
+
+    def used(self, *, stale: bool) -> None:
+        """Tell how a copy used for a turn turned out."""
+        self._used += 1
+        self._stale += stale
+        if self._used >= _MEMORY:
+            self._used //= 2
+            self._stale //= 2
 
     def __len__(self) -> int:
         return len(self._runs)

@@ -244,3 +244,30 @@ async def test_a_turn_claims_once_however_many_llm_calls_it_makes(
         assert writes == ["update_one", "update_one"]  # the claim, then the commit
         run = (await http.get(f"/v1/runs/{run_id}")).json()
         assert run["variables"] == {"said": "hi", "first": "reply 1", "second": "reply 2"}
+
+
+async def test_turns_spread_over_processes_soon_stop_trying_stale_copies(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    """A load balancer that alternates a run's turns between two processes: each copy is
+    stale, so each process soon claims first, as it would without a cache."""
+    async with (
+        serving(app_on(database, settings, clock, llm=CountingLlm())) as one,
+        serving(app_on(database, settings, clock, llm=CountingLlm())) as two,
+    ):
+        workflow_id = await create(one, ECHOING)
+        run_id = (await execute(one, workflow_id)).json()["run_id"]
+        stale_commits = 0
+
+        def count_stale(args: tuple[Any, ...]) -> bool:
+            nonlocal stale_commits
+            stale_commits += is_conditional_commit(args)
+            return False  # counted, never held
+
+        database.hold("runs", "update_one", count_stale)
+        for turn in range(2, 14):
+            http = two if turn % 2 == 0 else one
+            answer = await execute(http, workflow_id, run_id=run_id, run_input={"message": "x"})
+            assert answer.status_code == 200 and answer.json()["turn"] == turn
+        database.release()
+        assert stale_commits <= 2  # each process's first try; then claims
