@@ -165,6 +165,45 @@ async def test_only_the_claim_holder_commits(store: Store) -> None:
     assert stored.state.status == RunStatus.COMPLETED and [e.seq for e in stored.log] == [1, 2]
 
 
+async def test_a_conditional_commit_matches_only_the_revision_written_and_no_claim(
+    store: Store,
+) -> None:
+    """A turn on a run its process cached commits (or claims) only if nothing wrote the
+    run since: every write increments ``revision``."""
+    clock = FakeClock()
+    run = waiting_run(clock)
+    await store.runs.insert(run)  # revision 0
+    state = next_state(run, clock)
+    fields: dict[str, Any] = {
+        "state": state,
+        "log": [*run.log, event(state.seq, state.turn, clock)],
+        "visited_nodes": ["ask"],
+        "completed_at": None,
+        "cleanup_after": None,
+    }
+    assert not await store.runs.commit_unchanged(run.id, 1, **fields)  # not the revision
+    claimed = await store.runs.claim_for_turn(
+        "acme", run.id, run.workflow_id, claim(clock, "t1"), cleanup_after=None
+    )
+    assert claimed is not None
+    assert not await store.runs.commit_unchanged(run.id, 1, **fields)  # claimed at 1
+    assert not await store.runs.claim_unchanged(
+        run.id, 1, claim(clock, "t2"), log=None, cleanup_after=None
+    )
+    assert await commit(store, run, "t1", clock)  # revision 2, claim released
+    assert await store.runs.claim_unchanged(
+        run.id, 2, claim(clock, "t3"), log=fields["log"], cleanup_after=None
+    )
+    stored = await store.runs.find("acme", run.id, NOW)
+    assert stored is not None and stored.revision == 3 and stored.claim == claim(clock, "t3")
+    assert [e.seq for e in stored.log] == [1, 2]
+    assert not await store.runs.commit_unchanged(run.id, 3, **fields)  # claimed again
+    assert await commit(store, run, "t3", clock)
+    assert await store.runs.commit_unchanged(run.id, 4, **fields)
+    stored = await store.runs.find("acme", run.id, NOW)
+    assert stored is not None and stored.revision == 5 and stored.claim is None
+
+
 async def test_progress_is_recorded_only_while_the_claim_is_held(store: Store) -> None:
     clock = FakeClock()
     run = waiting_run(clock)
