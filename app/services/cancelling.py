@@ -19,6 +19,7 @@ from app.engine.state import TERMINAL_STATUSES, RunStatus
 from app.errors import NotFound, RunTerminal, TurnInProgress
 from app.services.archiving import EventArchiver
 from app.services.live import LiveRuns
+from app.services.run_cache import RunCache
 from app.services.turn_model import (
     TurnResult,
     TurnSettings,
@@ -41,8 +42,10 @@ class RunCanceller:
         clock: Clock,
         settings: TurnSettings,
         telemetry: TurnTelemetry | None = None,
+        cache: RunCache | None = None,
     ) -> None:
         self._telemetry = telemetry or TurnTelemetry()
+        self._cache = cache
         self._runs = runs
         self._live = live
         self._archiver = archiver
@@ -74,6 +77,8 @@ class RunCanceller:
                 run, written.state, written.log, written.completed_at, written.cleanup_after
             ):
                 self._live.cancel(run_id)  # a turn of this process: no need to wait for it
+                if self._cache is not None:
+                    self._cache.drop(run_id)  # it takes no more turns
                 done = after_single_event_turn(run, written)
                 self._archiver.start(done)
                 self._telemetry.run_cancelled(

@@ -556,13 +556,37 @@ class TurnExecutor:
             return await self._runs.commit_turn(done.id, claim.token, **fields)
         if recorder.claimed:
             committed = await self._runs.commit_turn(done.id, claim.token, **fields)
-        elif await self._runs.commit_unchanged(done.id, recorder.revision, **fields):
-            committed = True
         else:
-            raise _RunChanged
+            if recorder.run_expired(self._clock()):
+                raise _RunChanged  # gone to every reader: the claim's way answers 404
+            try:
+                committed = await self._runs.commit_unchanged(done.id, recorder.revision, **fields)
+            except Exception:
+                # Applied, its answer lost (a connection closed after the write)? Then it is
+                # this turn's, and executing the turn again would apply its input twice.
+                if not await self._committed_anyway(done, recorder.revision + 1):
+                    raise
+                committed = True
+            if not committed:
+                raise _RunChanged
         if committed:
             recorder.revision += 1
         return committed
+
+    async def _committed_anyway(self, done: RunDocument, revision: int) -> bool:
+        """Whether the run is as the conditional commit of ``done`` would have left it (at
+        ``revision``, unclaimed, after ``done``'s turn): nobody else writes that."""
+        try:
+            current = await self._runs.find(done.tenant, done.id, self._clock())
+        except Exception:
+            return False
+        return (
+            current is not None
+            and current.revision == revision
+            and current.claim is None
+            and (current.state.turn, current.state.seq, current.state.status)
+            == (done.state.turn, done.state.seq, done.state.status)
+        )
 
     async def _fail_claimed(
         self,
@@ -688,16 +712,12 @@ class TurnExecutor:
                     )
                     recorder.revision += held
                 elif recorder.run_stored:  # a turn on a cached run: it claims the run now
-                    held = await self._runs.claim_unchanged(
-                        recorder.run_id,
-                        recorder.revision,
+                    held = await self._claim_cached(
+                        recorder,
                         recorder.in_flight_claim(expires_at, with_text=not too_large),
-                        log=None if too_large else log,
-                        cleanup_after=self._settings.cleanup_after(self._clock()),
-                        log_json=None if too_large else log_json,
+                        None if too_large else log,
+                        None if too_large else log_json,
                     )
-                    recorder.revision += held
-                    recorder.claimed = held
                 elif not too_large:  # a blocking first turn: now its run is stored
                     await self._runs.insert(recorder.in_flight(log, expires_at))
                     recorder.run_stored = recorder.claimed = held = True
@@ -711,6 +731,45 @@ class TurnExecutor:
             if held:
                 recorder.stored(len(events), shown)
             return held
+
+    async def _claim_cached(
+        self,
+        recorder: "_TurnRecorder",
+        claim: Claim,
+        log: list[Event] | None,
+        log_json: str | None,
+    ) -> bool:
+        """Claim the run of a turn on a cached run, storing its progress, if nothing wrote
+        the run since this process did; False if something did, or if whether the claim
+        was applied cannot be told (the turn is then executed again from a claim: never
+        on, say, a provider's call, without a claim)."""
+        now = self._clock()
+        if recorder.run_expired(now):
+            return False
+        try:
+            held = await self._runs.claim_unchanged(
+                recorder.run_id,
+                recorder.revision,
+                claim,
+                log=log,
+                cleanup_after=self._settings.cleanup_after(now),
+                log_json=log_json,
+            )
+        except Exception:
+            logger.warning("could not claim run %s", recorder.run_id, exc_info=True)
+            # Applied, its answer lost? Then the turn holds the claim, and goes on.
+            try:
+                current = await self._runs.find(recorder.tenant, recorder.run_id, now)
+            except Exception:
+                return False
+            if current is None or current.claim is None or current.claim.token != claim.token:
+                return False
+            recorder.revision = current.revision
+            recorder.claimed = True
+            return True
+        recorder.revision += held
+        recorder.claimed = held
+        return held
 
     def _new_claim(self, turn_input: TurnInput, request: RequestRef | None = None) -> Claim:
         now = self._clock()
@@ -742,6 +801,7 @@ class _TurnRecorder:
         self._claim = claim
         self._live = live
         self.run_id = run.id
+        self.tenant = run.tenant
         self.token = claim.token
         self.run_stored = stored  # False: a blocking first turn's run, not stored yet
         self.claimed = claimed and stored  # False: not claimed yet (see the executor)
@@ -762,6 +822,11 @@ class _TurnRecorder:
         self.live_text: LiveText | None = None
         self.urgent = asyncio.Event()
         self.on_urgent: Any = None
+
+    def run_expired(self, now: datetime) -> bool:
+        """Whether the run is past its cleanup_after as the turn read it: for a turn that
+        has not claimed it, as stored too, while its revision is unchanged."""
+        return self._run.expired(now)
 
     def record(self, item: Event | LlmDelta) -> None:
         if isinstance(item, LlmDelta):

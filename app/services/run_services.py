@@ -50,8 +50,8 @@ class RunServices:
     ) -> "RunServices":
         live = LiveRuns()
         archiver = EventArchiver(runs)
-        canceller = RunCanceller(runs, live, archiver, clock, settings, telemetry)
         cache = RunCache(settings.run_cache_bytes) if settings.run_cache_bytes > 0 else None
+        canceller = RunCanceller(runs, live, archiver, clock, settings, telemetry, cache)
         executor = TurnExecutor(
             runs,
             workflows,

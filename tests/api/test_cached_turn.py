@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from pymongo.errors import AutoReconnect
 
 from app.config import Settings
 from app.engine.llm import LlmCall, LlmReply
 from app.server import create_app
+from app.store.runs import RunStore
 from tests.api.helpers import serving
 from tests.api.llm_scripts import Scripted
 from tests.api.test_concurrency import create_booking, post_turn, stored_events
@@ -271,3 +273,134 @@ async def test_turns_spread_over_processes_soon_stop_trying_stale_copies(
             assert answer.status_code == 200 and answer.json()["turn"] == turn
         database.release()
         assert stale_commits <= 2  # each process's first try; then claims
+
+
+def is_conditional_claim(args: tuple[Any, ...]) -> bool:
+    """A runs.update_one call that claims a cached run over the revision it read."""
+    if len(args) < 2 or "revision" not in args[0] or "claim" not in args[0]:
+        return False
+    written = args[1].get("$set", {})
+    return "claim" in written and "state" not in written
+
+
+def applied_then_lost(monkeypatch: Any, method: str) -> None:
+    """The next call of ``RunStore.<method>`` is applied, but raises as if the connection
+    closed before its answer came back."""
+    original = getattr(RunStore, method)
+    failures = [AutoReconnect("connection closed after the write")]
+
+    async def lost(self: RunStore, *args: Any, **kwargs: Any) -> bool:
+        result: bool = await original(self, *args, **kwargs)
+        if failures:
+            raise failures.pop()
+        return result
+
+    monkeypatch.setattr(RunStore, method, lost)
+
+
+class JumpingClock(FakeClock):
+    """A test clock that, once armed, jumps ahead after being read ``after`` times more:
+    in the middle of a turn that reads it for each of its many events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._jump: tuple[int, float] | None = None
+
+    def jump(self, seconds: float, after: int) -> None:
+        self._jump = (after, seconds)
+
+    def __call__(self) -> Any:
+        if self._jump is not None:
+            after, seconds = self._jump
+            self._jump = (after - 1, seconds) if after > 0 else None
+            if after == 0:
+                self.advance(seconds)
+        return self.now
+
+
+def counting_then(last: dict[str, Any]) -> dict[str, Any]:
+    """Ask, count to 200 (many events, each stamped by the clock), then ``last``."""
+    return flow(
+        ("ask", {"type": "input", "prompt": "Go?", "save_as": "said", "next": "zero"}),
+        ("zero", {"type": "set", "values": {"n": "0"}, "next": "count"}),
+        ("count", {"type": "set", "values": {"n": "n + 1"}, "next": "check"}),
+        (
+            "check",
+            {"type": "switch", "cases": [{"when": "n < 200", "next": "count"}], "default": "last"},
+        ),
+        ("last", last),
+        limits={"max_steps_per_turn": 1000},
+    )
+
+
+async def test_a_run_that_expires_during_its_turn_is_not_brought_back(
+    settings: Settings, database: YieldingDatabase
+) -> None:
+    clock = JumpingClock()
+    async with serving(app_on(database, settings, clock)) as http:
+        workflow_id = await create(http, counting_then({"type": "end", "output": {}}))
+        run_id = (await execute(http, workflow_id)).json()["run_id"]
+        clock.jump(31 * 86400, after=50)  # past the run's cleanup_after (30 days), mid-turn
+        answer = await execute(http, workflow_id, run_id=run_id, run_input={"message": "go"})
+        assert answer.status_code == 404 and answer.json()["code"] == "not_found"
+        assert (await http.get(f"/v1/runs/{run_id}")).status_code == 404
+
+
+async def test_a_run_that_expires_before_its_turn_claims_it_is_not_brought_back(
+    settings: Settings, database: YieldingDatabase
+) -> None:
+    clock, llm = JumpingClock(), CountingLlm()
+    async with serving(app_on(database, settings, clock, llm=llm)) as http:
+        think = {"type": "llm", "prompt": "{{ said }}", "save_as": "reply", "next": "ask"}
+        workflow_id = await create(http, counting_then(think))
+        run_id = (await execute(http, workflow_id)).json()["run_id"]
+        clock.jump(31 * 86400, after=50)
+        answer = await execute(http, workflow_id, run_id=run_id, run_input={"message": "go"})
+        assert answer.status_code == 404 and llm.calls == 0
+        assert (await http.get(f"/v1/runs/{run_id}")).status_code == 404
+
+
+async def test_a_commit_applied_whose_answer_was_lost_is_not_executed_again(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock, monkeypatch: Any
+) -> None:
+    applied_then_lost(monkeypatch, "commit_unchanged")
+    async with serving(app_on(database, settings, clock)) as http:
+        booking = await create_booking(http)
+        run_id = (await execute(http, booking)).json()["run_id"]
+        answer = await execute(http, booking, run_id=run_id, run_input={"message": "Ann"})
+        assert answer.status_code == 200 and answer.json()["turn"] == 2
+        run = (await http.get(f"/v1/runs/{run_id}")).json()
+        assert run["turn"] == 2 and run["variables"] == {"name": "Ann"}
+        events = await stored_events(http, run_id)
+        assert [e["type"] for e in events].count("input_received") == 1
+
+
+async def test_a_claim_applied_whose_answer_was_lost_is_held_all_the_same(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock, monkeypatch: Any
+) -> None:
+    applied_then_lost(monkeypatch, "claim_unchanged")
+    llm = CountingLlm()
+    async with serving(app_on(database, settings, clock, llm=llm)) as http:
+        workflow_id = await create(http, ECHOING)
+        run_id = (await execute(http, workflow_id)).json()["run_id"]
+        answer = await execute(http, workflow_id, run_id=run_id, run_input={"message": "a"})
+        assert answer.status_code == 200 and answer.json()["turn"] == 2 and llm.calls == 1
+        run = (await http.get(f"/v1/runs/{run_id}")).json()
+        assert run["status"] == "waiting_for_user_input" and run["variables"]["reply"] == "reply 1"
+
+
+async def test_a_claim_that_failed_never_lets_the_provider_be_called_twice(
+    settings: Settings, database: YieldingDatabase, clock: FakeClock
+) -> None:
+    here_llm, elsewhere_llm = CountingLlm(), CountingLlm()
+    async with (
+        serving(app_on(database, settings, clock, llm=here_llm)) as here,
+        serving(app_on(database, settings, clock, llm=elsewhere_llm)) as elsewhere,
+    ):
+        workflow_id = await create(here, ECHOING)
+        run_id = (await execute(here, workflow_id)).json()["run_id"]
+        await execute(elsewhere, workflow_id, run_id=run_id, run_input={"message": "a"})
+        database.fail_once("runs", "update_one", is_conditional_claim, AutoReconnect("blip"))
+        answer = await execute(here, workflow_id, run_id=run_id, run_input={"message": "b"})
+        assert answer.status_code == 200 and answer.json()["turn"] == 3
+        assert here_llm.calls == 1
