@@ -228,7 +228,7 @@ def _updating_in_place(update_everywhere: Any, collection_module: Any) -> Any:
                 **kwargs,
             )
         spec = helpers.patch_datetime_awareness_in_document(spec)
-        document = helpers.patch_datetime_awareness_in_document(document)
+        document = _as_stored_by_bson(document)
         collection_module.validate_is_mapping("spec", spec)
         matched = modified = 0
         for existing in self._iter_documents(spec):
@@ -265,7 +265,8 @@ def _update_in_place(
         for name, inside in named.items()
         if name in existing
     }
-    collection._apply_update_document(existing, spec, document, False)
+    if not _set_and_increment(existing, document):
+        collection._apply_update_document(existing, spec, document, False)
     if all(existing.get(name, _ABSENT) == before.get(name, _ABSENT) for name in named):
         return 0
     try:
@@ -321,12 +322,69 @@ def _finding_and_updating_at_once(find_everywhere: Any, collection_module: Any) 
             return None
         found = _read_copy(existing) if self.codec_options.tz_aware else _copy(existing)
         by_id = {"_id": existing["_id"]}
-        document = helpers.patch_datetime_awareness_in_document(update)
+        document = _as_stored_by_bson(update)
         _update_in_place(self, existing, by_id, document, named, collection_module)
         return found
 
     find_one_and_update.__wrapped__ = find_everywhere  # type: ignore[attr-defined]
     return find_one_and_update
+
+
+def _as_stored_by_bson(update: dict[str, Any]) -> dict[str, Any]:
+    """An update document with its values as MongoDB stores them (``_as_stored``): encoded
+    to BSON and decoded, in C, which also refuses what BSON cannot hold, as mongomock's
+    own updates do for each field."""
+    from bson import BSON
+
+    stored: dict[str, Any] = BSON.encode(update).decode()
+    return stored
+
+
+_NUMBERS = (int, float)
+
+
+def _set_and_increment(existing: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Apply an update made of ``$set`` and ``$inc`` on paths through documents (or where
+    there is none yet) to ``existing``, as MongoDB does; False, having changed nothing,
+    for any other update, which mongomock applies (and refuses where MongoDB would).
+
+    mongomock applies each field through its positional machinery, copying lists and
+    encoding each value to BSON once more; the values here are already copies, as
+    stored (``_as_stored_by_bson``)."""
+    paths: set[str] = set()
+    for operator, fields in update.items():
+        if operator != "$set" and operator != "$inc":
+            return False
+        for path, value in fields.items():
+            if not path or path[0] == "$" or "\0" in path or path in paths:
+                return False
+            paths.add(path)
+            *parents, last = path.split(".")
+            target: Any = existing
+            for part in parents:
+                target = target.get(part, {})
+                if type(target) is not dict:
+                    return False
+            if operator == "$inc":
+                current = target.get(last, 0)
+                if not isinstance(current, _NUMBERS) or isinstance(current, bool):
+                    return False
+                if not isinstance(value, _NUMBERS) or isinstance(value, bool):
+                    return False
+    for path in paths:  # a path and a path inside it: MongoDB refuses, mongomock decides
+        head, dot, _ = path.rpartition(".")
+        while dot:
+            if head in paths:
+                return False
+            head, dot, _ = head.rpartition(".")
+    for operator, fields in update.items():
+        for path, value in fields.items():
+            *parents, last = path.split(".")
+            target = existing
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[last] = value if operator == "$set" else target.get(last, 0) + value
+    return True
 
 
 def _fields_named(update: Any) -> dict[str, bool] | None:

@@ -236,7 +236,8 @@ async def test_a_turn_claims_once_however_many_llm_calls_it_makes(
         ("two", {"type": "llm", "prompt": "{{ first }}", "save_as": "second", "next": "ask"}),
     )
     llm = CountingLlm()
-    async with serving(app_on(database, settings, clock, llm=llm)) as http:
+    patient = Settings(api_keys=settings.api_keys, poll_ms=60_000)  # no progress record
+    async with serving(app_on(database, patient, clock, llm=llm)) as http:
         workflow_id = await create(http, twice)
         run_id = (await execute(http, workflow_id)).json()["run_id"]
         writes = writes_to_runs(database)

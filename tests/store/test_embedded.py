@@ -8,6 +8,7 @@ from typing import Any
 import mongomock
 import pytest
 from bson import ObjectId
+from bson.errors import InvalidDocument
 from mongomock import filtering
 from mongomock.collection import Collection
 
@@ -40,6 +41,10 @@ UPDATES: list[dict[str, Any]] = [
     {"$set": {"tenant": "$odd"}},
     {"$set": {"state.status": "x", "state": {"a": 1}}},  # a conflict MongoDB refuses
     {"$set": {"state": {"a": 1}}, "$unset": {"state.status": ""}},
+    {"$set": {"claim.current_node": "n"}},  # through null: mongomock's own answer
+    {"$inc": {"tenant": 1}},  # not a number
+    {"$inc": {"state.n": 1, "state.count": 2}, "$set": {"state.list": (1, 2)}},
+    {"$set": {"claim": {"token": "t"}, "claim.token": "u"}},
 ]
 
 
@@ -78,6 +83,21 @@ def test_an_update_answers_and_stores_as_mongomock_does(
 ) -> None:
     ours, mongomocks = update_both_ways(spec, update)
     assert ours == mongomocks
+
+
+@pytest.mark.parametrize("update", [{"$set": {"state.bad": {1, 2}}}, {"$set": {"\x00": 1}}])
+@pytest.mark.parametrize("spec", [{"_id": 1}, {"_id": 3}])
+def test_an_update_bson_cannot_hold_is_refused_as_pymongo_refuses_it(
+    spec: dict[str, Any], update: dict[str, Any]
+) -> None:
+    """PyMongo encodes an update before sending it: what BSON cannot hold is refused
+    whether a document matches or not (mongomock looks only once one does), in BSON's
+    words; nothing is changed."""
+    ours, _ = update_both_ways(spec, update)
+    error_type, message = ours[0]
+    assert error_type is InvalidDocument and message.startswith("Invalid document:")
+    as_inserted = next(iter(collection_with(DOCUMENT)._store.documents))  # type: ignore[attr-defined]
+    assert ours[1][0] == list(as_inserted.items())
 
 
 def test_an_update_refused_by_a_unique_index_leaves_the_document_as_it_was() -> None:
