@@ -12,6 +12,9 @@ logger = logging.getLogger("tandem.turns")
 class TurnTelemetry:
     def __init__(self, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
+        # The labelled series a turn updates, by (workflow label, status): looking them up
+        # through ``labels`` costs a turn more than updating them. Bounded as the labels.
+        self._series: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def turn_started(self, first: bool) -> None:
         if self._metrics is not None:
@@ -37,28 +40,38 @@ class TurnTelemetry:
             if self._metrics is not None:
                 self._metrics.turns_executing.dec()
             return
-        fields = {
-            "run_id": str(run_id),
-            "workflow_id": str(workflow_id),
-            "turn": turn,
-            "tenant": tenant,
-            "status": status.value,
-            "duration_ms": round(seconds * 1000, 1),
-        }
-        if failure is not None:
-            logger.warning(
-                "run failed at node %s: %s",
-                failure.get("node_id"),
-                failure.get("error"),
-                extra=fields,
-            )
-        else:
-            logger.info("turn executed", extra=fields)
+        level = logging.WARNING if failure is not None else logging.INFO
+        if logger.isEnabledFor(level):
+            fields = {
+                "run_id": str(run_id),
+                "workflow_id": str(workflow_id),
+                "turn": turn,
+                "tenant": tenant,
+                "status": status.value,
+                "duration_ms": round(seconds * 1000, 1),
+            }
+            if failure is not None:
+                logger.warning(
+                    "run failed at node %s: %s",
+                    failure.get("node_id"),
+                    failure.get("error"),
+                    extra=fields,
+                )
+            else:
+                logger.info("turn executed", extra=fields)
         if self._metrics is not None:
             self._metrics.turns_executing.dec()
             workflow = self._metrics.workflow_label(workflow_id)
-            self._metrics.turns.labels(workflow, status.value).inc()
-            self._metrics.turn_seconds.labels(workflow).observe(seconds)
+            series = self._series.get((workflow, status.value))
+            if series is None:
+                series = (
+                    self._metrics.turns.labels(workflow, status.value),
+                    self._metrics.turn_seconds.labels(workflow),
+                )
+                self._series[(workflow, status.value)] = series
+            turns, turn_seconds = series
+            turns.inc()
+            turn_seconds.observe(seconds)
             if status in TERMINAL_STATUSES:
                 self._metrics.runs_ended.labels(status.value).inc()
 
