@@ -98,6 +98,9 @@ def _budgeted_filter(name: str, function: Callable[..., Any]) -> Callable[..., A
     check = _CHECKS.get(name)
     # Binding costs as much as the call: only the filters whose checks read arguments do.
     reads_arguments = check is not None or name in _ATTRIBUTE_FILTERS | _CASE_FOLDING
+    # A filter given no arguments (``x | int``) binds to its first parameter and the
+    # defaults of the others: what ``bind`` and ``apply_defaults`` give, without them.
+    only_value = _binding_of_value_alone(signature)
 
     @pass_context
     def budgeted(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
@@ -107,9 +110,12 @@ def _budgeted_filter(name: str, function: Callable[..., Any]) -> Callable[..., A
             value = renderable(value, budget)  # what the filter would make of it, checked
         charge_input(budget, value, per_character=name in _PER_CHARACTER)
         if reads_arguments:
-            bound = signature.bind(value, *args, **kwargs)  # a TypeError: the author's
-            bound.apply_defaults()
-            arguments = bound.arguments
+            if only_value is not None and not args and not kwargs:
+                arguments = only_value(value)
+            else:
+                bound = signature.bind(value, *args, **kwargs)  # a TypeError: the author's
+                bound.apply_defaults()
+                arguments = bound.arguments
             _charge_attribute_path(budget, name, value, arguments)
             if name in _CASE_FOLDING and not arguments.get("case_sensitive", False):
                 value = materialized(budget, value)
@@ -130,6 +136,41 @@ def _budgeted_filter(name: str, function: Callable[..., Any]) -> Callable[..., A
 
     budgeted.__name__ = name
     return budgeted
+
+
+_NEW_DICT = object()  # a VAR_KEYWORD parameter's default: a new {} each call, as bind makes
+
+
+def _binding_of_value_alone(
+    signature: inspect.Signature,
+) -> Callable[[Any], dict[str, Any]] | None:
+    """``signature.bind(value)`` with its defaults applied, as a function of ``value``;
+    None when that call would not bind (another parameter has no default)."""
+    parameters = list(signature.parameters.values())
+    if not parameters or parameters[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        return None
+    first = parameters[0].name
+    rest: list[tuple[str, Any]] = []
+    for parameter in parameters[1:]:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            rest.append((parameter.name, ()))
+        elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            rest.append((parameter.name, _NEW_DICT))
+        elif parameter.default is not inspect.Parameter.empty:
+            rest.append((parameter.name, parameter.default))
+        else:
+            return None
+
+    def bind(value: Any) -> dict[str, Any]:
+        arguments = {first: value}
+        for name, default in rest:
+            arguments[name] = {} if default is _NEW_DICT else default
+        return arguments
+
+    return bind
 
 
 def _counted_items(budget: EvaluationBudget, items: Iterable[Any]) -> Iterator[Any]:
