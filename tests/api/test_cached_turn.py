@@ -18,7 +18,12 @@ from app.server import create_app
 from app.store.runs import RunStore
 from tests.api.helpers import serving
 from tests.api.llm_scripts import Scripted
-from tests.api.test_concurrency import create_booking, post_turn, stored_events
+from tests.api.test_concurrency import (
+    create_booking,
+    post_turn,
+    stored_events,
+    turn_held_at_its_commit,
+)
 from tests.api.test_first_turn import create, writes_to_runs
 from tests.support import FakeClock, YieldingDatabase, flow, is_turn_commit, wait_until
 
@@ -107,11 +112,7 @@ async def test_a_stop_elsewhere_wins_over_a_turn_that_has_not_claimed_the_run(
         serving(app_on(database, settings, clock)) as here,
         serving(app_on(database, settings, clock)) as elsewhere,
     ):
-        booking = await create_booking(here)
-        run_id = (await execute(here, booking)).json()["run_id"]
-        database.hold("runs", "update_one", is_conditional_commit)
-        in_flight = post_turn(here, booking, run_id=run_id, run_input={"message": "Ann"})
-        await wait_until(lambda: database.waiting == 1)
+        _, run_id, in_flight = await turn_held_at_its_commit(here, database, is_conditional_commit)
         stop = await elsewhere.delete(f"/v1/runs/{run_id}")
         # The other process cannot know of a turn that has not claimed the run.
         assert stop.status_code == 200
@@ -129,11 +130,9 @@ async def test_a_stop_here_cancels_a_turn_that_has_not_claimed_the_run(
     settings: Settings, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     async with serving(app_on(database, settings, clock)) as http:
-        booking = await create_booking(http)
-        run_id = (await execute(http, booking)).json()["run_id"]
-        database.hold("runs", "update_one", is_conditional_commit)
-        in_flight = post_turn(http, booking, run_id=run_id, run_input={"message": "Ann"})
-        await wait_until(lambda: database.waiting == 1)
+        booking, run_id, in_flight = await turn_held_at_its_commit(
+            http, database, is_conditional_commit
+        )
         stop = await execute(http, booking, run_id=run_id, run_input={"command": "stop"})
         assert stop.status_code == 200, stop.text
         assert [e["type"] for e in stop.json()["events"]] == ["run_cancelled"]
@@ -150,11 +149,7 @@ async def test_a_cancel_here_says_the_run_was_running(
     settings: Settings, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     async with serving(app_on(database, settings, clock)) as http:
-        booking = await create_booking(http)
-        run_id = (await execute(http, booking)).json()["run_id"]
-        database.hold("runs", "update_one", is_conditional_commit)
-        in_flight = post_turn(http, booking, run_id=run_id, run_input={"message": "Ann"})
-        await wait_until(lambda: database.waiting == 1)
+        _, run_id, in_flight = await turn_held_at_its_commit(http, database, is_conditional_commit)
         cancel = await http.delete(f"/v1/runs/{run_id}")
         assert cancel.json()["previous_status"] == "running"
         database.release()
@@ -165,11 +160,9 @@ async def test_a_second_turn_here_meanwhile_is_refused_at_once(
     settings: Settings, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     async with serving(app_on(database, settings, clock)) as http:
-        booking = await create_booking(http)
-        run_id = (await execute(http, booking)).json()["run_id"]
-        database.hold("runs", "update_one", is_conditional_commit)
-        first = post_turn(http, booking, run_id=run_id, run_input={"message": "Ann"})
-        await wait_until(lambda: database.waiting == 1)
+        booking, run_id, first = await turn_held_at_its_commit(
+            http, database, is_conditional_commit
+        )
         second = await execute(http, booking, run_id=run_id, run_input={"message": "Bob"})
         assert second.status_code == 409 and second.json()["code"] == "turn_in_progress"
         database.release()

@@ -37,13 +37,16 @@ async def stored_events(client: httpx.AsyncClient, run_id: str) -> list[dict[str
 
 
 async def turn_held_at_its_commit(
-    client: httpx.AsyncClient, database: YieldingDatabase
+    client: httpx.AsyncClient,
+    database: YieldingDatabase,
+    commit: Callable[[tuple[Any, ...]], bool] = is_turn_commit,
 ) -> "tuple[str, str, asyncio.Task[httpx.Response]]":
     """A booking run whose turn answering "Ann" is executing, held just before its commit
-    until ``database.release()``: the workflow, the run and the request in flight."""
+    (the runs.update_one call ``commit`` matches) until ``database.release()``: the
+    workflow, the run and the request in flight."""
     booking_id = await create_booking(client)
     run_id: str = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-    database.hold("runs", "update_one", is_turn_commit)
+    database.hold("runs", "update_one", commit)
     in_flight = post_turn(client, booking_id, run_id=run_id, run_input={"message": "Ann"})
     await wait_until(lambda: database.waiting == 1)
     return booking_id, run_id, in_flight
