@@ -25,7 +25,7 @@ from tests.api.test_concurrency import (
     turn_held_at_its_commit,
 )
 from tests.api.test_first_turn import create, writes_to_runs
-from tests.support import FakeClock, YieldingDatabase, flow, is_turn_commit, wait_until
+from tests.support import FakeClock, YieldingDatabase, flow, is_turn_commit
 
 # Ask, answer with the LLM, ask again: every later turn calls the LLM once.
 ECHOING = flow(
@@ -398,28 +398,3 @@ async def test_a_claim_that_failed_never_lets_the_provider_be_called_twice(
         answer = await execute(here, workflow_id, run_id=run_id, run_input={"message": "b"})
         assert answer.status_code == 200 and answer.json()["turn"] == 3
         assert here_llm.calls == 1
-
-
-async def test_twenty_turns_at_once_on_a_cached_run_one_executes_the_others_get_409(
-    settings: Settings, database: YieldingDatabase, clock: FakeClock
-) -> None:
-    async with serving(app_on(database, settings, clock)) as http:
-        booking = await create_booking(http)
-        run_id = (await execute(http, booking)).json()["run_id"]
-        database.hold("runs", "update_one", is_conditional_commit)
-        tasks = [
-            post_turn(http, booking, run_id=run_id, run_input={"message": f"guest{i}"})
-            for i in range(20)
-        ]
-        # Nineteen answer while the winner is held at its commit: the overlap is certain.
-        await wait_until(lambda: sum(task.done() for task in tasks) == 19 and database.waiting == 1)
-        database.release()
-        answers = await asyncio.gather(*tasks)
-        assert sorted(a.status_code for a in answers) == [200] + [409] * 19
-        assert {a.json()["code"] for a in answers if a.status_code == 409} == {"turn_in_progress"}
-        winner = next(a.json() for a in answers if a.status_code == 200)
-        said = next(e for e in winner["events"] if e["type"] == "input_received")["data"]["message"]
-        run = (await http.get(f"/v1/runs/{run_id}")).json()
-        assert run["turn"] == 2 and run["variables"] == {"name": said}
-        events = await stored_events(http, run_id)
-        assert [e["type"] for e in events].count("input_received") == 1
