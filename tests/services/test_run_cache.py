@@ -1,29 +1,13 @@
 """The run cache: bounded by bytes, and used only while its copies are mostly fresh."""
 
-from datetime import UTC, datetime
-
-from bson import ObjectId
-
 from app.services.run_cache import RunCache
-from app.store.documents import CommittedState, RunDocument
-
-NOW = datetime(2096, 1, 1, tzinfo=UTC)
+from app.store.documents import RunDocument
+from tests.store.test_runs import waiting_run
+from tests.support import FakeClock
 
 
 def run() -> RunDocument:
-    return RunDocument(
-        id=ObjectId(),
-        tenant="t",
-        workflow_id=ObjectId(),
-        version=1,
-        revision=0,
-        created_at=NOW,
-        execution_source="API",
-        total_nodes=1,
-        state=CommittedState.before_first_turn({}, NOW),
-        claim=None,
-        log=[],
-    )
+    return waiting_run(FakeClock())  # a new id each time
 
 
 def test_the_least_recently_committed_runs_go_first_past_the_budget() -> None:
