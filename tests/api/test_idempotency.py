@@ -73,6 +73,25 @@ async def crash_while_held(
     database.release()
 
 
+async def keyed_turn_crashed_at(
+    client: httpx.AsyncClient,
+    database: YieldingDatabase,
+    key: str,
+    held: tuple[str, str, Callable[[tuple[Any, ...]], bool]],
+) -> tuple[str, str]:
+    """A booking run whose turn answering "Ann", sent with Idempotency-Key ``key``, lost
+    its server at the ``held`` (collection, method, which calls) call; a retry meanwhile
+    is told the request is still in progress. The workflow and the run."""
+    booking_id = await create_booking(client)
+    run_id: str = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
+    database.hold(*held)
+    crashed = asyncio.create_task(post(client, booking_id, key, **answer_to(run_id, "Ann")))
+    await crash_while_held(database, crashed)
+    early = await post(client, booking_id, key, **answer_to(run_id, "Ann"))
+    assert early.status_code == 409 and early.json()["code"] == "request_in_progress"
+    return booking_id, run_id
+
+
 def inputs_received(events: list[dict[str, Any]]) -> list[str]:
     return [e["data"]["message"] for e in events if e["type"] == "input_received"]
 
@@ -336,14 +355,9 @@ async def test_a_retry_after_a_crash_mid_turn_gets_the_recovered_turn(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     async with racing() as client:
-        booking_id = await create_booking(client)
-        run_id = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-        database.hold("runs", "update_one", is_turn_commit)
-        crashed = asyncio.create_task(post(client, booking_id, "c", **answer_to(run_id, "Ann")))
-        await crash_while_held(database, crashed)
-
-        early = await post(client, booking_id, "c", **answer_to(run_id, "Ann"))
-        assert early.status_code == 409 and early.json()["code"] == "request_in_progress"
+        booking_id, run_id = await keyed_turn_crashed_at(
+            client, database, "c", ("runs", "update_one", is_turn_commit)
+        )
         clock.advance(LEASE + 1)  # its lease has expired: the retry recovers the turn
         retried = await post(client, booking_id, "c", **answer_to(run_id, "Ann"))
         assert retried.status_code == 200, retried.text
@@ -365,14 +379,9 @@ async def test_a_retry_after_a_crash_before_the_turn_was_linked(
     """The server dies between claiming the run and linking the key to the turn: the
     recovery of the turn links it, so the retry gets that turn rather than another."""
     async with racing() as client:
-        booking_id = await create_booking(client)
-        run_id = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-        database.hold("idempotency_keys", "update_one", is_link)
-        crashed = asyncio.create_task(post(client, booking_id, "b", **answer_to(run_id, "Ann")))
-        await crash_while_held(database, crashed)
-
-        early = await post(client, booking_id, "b", **answer_to(run_id, "Ann"))
-        assert early.status_code == 409 and early.json()["code"] == "request_in_progress"
+        booking_id, run_id = await keyed_turn_crashed_at(
+            client, database, "b", ("idempotency_keys", "update_one", is_link)
+        )
         clock.advance(LEASE + 1)
         retried = await post(client, booking_id, "b", **answer_to(run_id, "Ann"))
         assert retried.status_code == 200, retried.text
@@ -386,14 +395,9 @@ async def test_a_retry_after_a_crash_before_the_run_was_claimed_executes_it(
     racing: Racing, database: YieldingDatabase, clock: FakeClock
 ) -> None:
     async with racing() as client:
-        booking_id = await create_booking(client)
-        run_id = (await turn(client, booking_id))["run_id"]  # type: ignore[arg-type]
-        database.hold("runs", "find_one_and_update", is_run_claim)
-        crashed = asyncio.create_task(post(client, booking_id, "a", **answer_to(run_id, "Ann")))
-        await crash_while_held(database, crashed)
-
-        early = await post(client, booking_id, "a", **answer_to(run_id, "Ann"))
-        assert early.status_code == 409 and early.json()["code"] == "request_in_progress"
+        booking_id, run_id = await keyed_turn_crashed_at(
+            client, database, "a", ("runs", "find_one_and_update", is_run_claim)
+        )
         clock.advance(LEASE + 1)  # its attempt is gone, and nothing of it happened
         retried = await post(client, booking_id, "a", **answer_to(run_id, "Ann"))
         assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
