@@ -14,6 +14,7 @@ document holds (dicts, lists and immutable leaves); anything else goes to mongom
 
 import copy
 import functools
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -69,11 +70,31 @@ def _expire_at_most_every(seconds: float) -> None:
     store_class._remove_expired_documents = remove_expired_now_and_then
 
 
+class _OneLock:
+    """mongomock's readers-writer lock, as one reentrant lock.
+
+    mongomock guards each collection with a lock written in Python (five lock calls
+    and a generator per read), taken several times by every operation. Tandem calls
+    mongomock from the event loop's thread only (mongomock-motor runs each call there,
+    synchronously), so readers never wait for each other anyway; one ``RLock``, taken
+    in C, still keeps out any other thread, and being reentrant it cannot deadlock a
+    thread that writes while one of its own reads is open."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def reader(self) -> Any:
+        return self._lock
+
+    def writer(self) -> Any:
+        return self._lock
+
+
 def answer_id_lookups_directly() -> None:
     global _patched
     if _patched:
         return
-    from mongomock import collection, filtering, helpers
+    from mongomock import collection, filtering, helpers, store
     from mongomock.collection import Collection
     from packaging import version
 
@@ -83,6 +104,7 @@ def answer_id_lookups_directly() -> None:
     missing = cast(Any, filtering).NOTHING  # how mongomock's filters see a missing field
     _mongomock_as_stored = helpers_module.patch_datetime_awareness_in_document
     _expire_at_most_every(TTL_SWEEP_SECONDS)
+    cast(Any, store).RWLock = _OneLock
     collection_module.copy = types.SimpleNamespace(deepcopy=_copy, copy=copy.copy)
     # mongomock parses a version string (``version.parse('4.0')``) on every call, several
     # times: the same few strings, parsed once here.
@@ -142,9 +164,13 @@ def _inserting_as_bson(insert_anything: Any, collection_module: Any) -> Any:
     def insert(self: Any, data: Any, session: Any = None, ordered: bool = True) -> Any:
         if session or type(data) is not dict:
             return insert_anything(self, data, session, ordered)
-        if not all(isinstance(key, str) for key in data):
-            raise ValueError("Document keys must be strings")
-        collection_module._validate_data_fields(data)
+        for key in data:
+            if not isinstance(key, str):
+                raise ValueError("Document keys must be strings")
+            if key.startswith("$"):  # as mongomock (and MongoDB) refuse it
+                collection_module._validate_data_fields(data)
+        # mongomock also looks for NUL in every key, walking the document in Python; the
+        # encoding below refuses those, in lists too, as PyMongo does before sending.
         # As PyMongo, the caller's document gets its _id (mongomock fills it after the
         # encoding; before, the stored copy holds it too).
         if "_id" not in data:
@@ -163,6 +189,7 @@ def _inserting_as_bson(insert_anything: Any, collection_module: Any) -> Any:
             raise
         return data["_id"]
 
+    insert.__wrapped__ = insert_anything  # type: ignore[attr-defined]
     return insert
 
 

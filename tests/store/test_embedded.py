@@ -239,3 +239,40 @@ def test_tandems_own_filters_are_matched_without_mongomock() -> None:
     run = MATCHED_DOCUMENTS[0]
     for search in (MATCHING_FILTERS[0], {"_id": OID, "claim.token": "t"}, {"_id": OID}):
         assert embedded._matches(search, run, filtering.NOTHING) is not None  # type: ignore[attr-defined]
+
+
+def insert_both_ways(document: dict[str, Any]) -> tuple[Any, Any]:
+    """The same insert through the embedded store's ``_insert`` and mongomock's own: the
+    answer or error, and the documents stored after it, fields in order."""
+    answers = []
+    for how in (Collection._insert, Collection._insert.__wrapped__):  # type: ignore[attr-defined]
+        collection = collection_with({"_id": 2, "tenant": "other"})
+        try:
+            answer: Any = how(collection, copy.deepcopy(document))
+        except Exception as error:
+            answer = (type(error), str(error))
+        documents = [list(d.items()) for d in collection._store.documents]  # type: ignore[attr-defined]
+        answers.append((answer, documents))
+    return answers[0], answers[1]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [DOCUMENT, {"_id": 2}, {"$bad": 1}, {"_id": 5, "a": {"$in": 1, "b.c": [NOW, (1, 2)]}}],
+)
+def test_an_insert_answers_and_stores_as_mongomock_does(document: dict[str, Any]) -> None:
+    ours, mongomocks = insert_both_ways(document)
+    assert ours == mongomocks
+
+
+@pytest.mark.parametrize(
+    "document", [{"a\x00": 1}, {"a": {"b\x00": 1}}, {"a": [{"b\x00": 1}]}, {"a": {1, 2}}]
+)
+def test_an_insert_bson_cannot_hold_is_refused_as_pymongo_refuses_it(
+    document: dict[str, Any],
+) -> None:
+    """A NUL in a key, at any depth (mongomock misses those inside arrays), or a value
+    BSON has no type for: refused in BSON's words, and nothing is stored."""
+    (error_type, message), stored = insert_both_ways(document)[0]
+    assert error_type is InvalidDocument and message.startswith("Invalid document:")
+    assert stored == [[("_id", 2), ("tenant", "other")]]
