@@ -26,8 +26,23 @@ _BIG_INT = "%int"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
+# Values that are stored as they are, whatever they hold.
+_LEAVES = frozenset({str, float, bool, type(None)})
+
+
 def escape(value: Any) -> Any:
     """``value`` (any JSON value) as a BSON-storable value."""
+    # Nearly every value needs no escape: one quick look through plain dicts and lists
+    # finds that without building anything; the rest is mapped below.
+    kind = type(value)
+    if kind is dict:
+        if _nothing_to_escape(value.items()):
+            return value
+    elif kind is list:
+        if _nothing_to_escape(enumerate(value)):
+            return value
+    elif kind is int:
+        return value if _INT64_MIN <= value <= _INT64_MAX else {_BIG_INT: str(value)}
     if isinstance(value, dict):
         return _mapped_object(value, _stored_key, escape)
     if isinstance(value, list):
@@ -35,6 +50,20 @@ def escape(value: Any) -> Any:
     if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
         return {_BIG_INT: str(value)}
     return value
+
+
+def _nothing_to_escape(items: Any) -> bool:
+    search = _KEY_NEEDS_ESCAPE.search
+    for key, item in items:
+        if type(key) is str and (not key or search(key)):
+            return False
+        kind = type(item)
+        if kind in _LEAVES:
+            continue
+        if (kind is dict or kind is list or kind is int) and escape(item) is item:
+            continue
+        return False
+    return True
 
 
 def unescape(value: Any) -> Any:
