@@ -6,11 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from bson import ObjectId
-from litestar import Controller, Response, delete, get, post, route
+from litestar import Controller, MediaType, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody
 from litestar.response import ServerSentEvent
+from litestar.response.base import ASGIResponse
+from litestar.serialization import encode_json
 
 from app.api.answers import run_detail, run_summary, turn_accepted, turn_answer
 from app.api.dependencies import API_KEY_SECURITY, Caller, run_services
@@ -124,12 +126,13 @@ class ExecuteController(Controller):
         # and header parameters, which cost Litestar a tenth of its time per turn; the
         # headers are documented by TurnOperation.
         runs = run_services(request)
-        prefer = request.headers.get("prefer", "")
-        source = request.headers.get("x-execution-source", "")
+        headers = request.headers
+        prefer = headers.get("prefer", "")
+        source = headers.get("x-execution-source", "")
         workflow = object_id(workflow_id, "workflow_id")
         turn = turn_request(data, version, _execution_source(source))
-        streamed = "text/event-stream" in request.headers.get("accept", "")
-        key = request.headers.get("idempotency-key")
+        streamed = "text/event-stream" in headers.get("accept", "")
+        key = headers.get("idempotency-key")
         if key is not None:
             mode: AnswerMode = (
                 "stream" if streamed else "async" if prefer and _prefers_async(prefer) else "json"
@@ -151,7 +154,18 @@ class ExecuteController(Controller):
                 headers={"Location": accepted.status_url, "Preference-Applied": "respond-async"},
             )
             return answer  # type: ignore[no-any-return]
-        return Response(turn_answer(await runs.executor.complete(prepared)))
+        answer_body = encode_json(turn_answer(await runs.executor.complete(prepared)))
+        return _EncodedAnswer(body=answer_body, media_type=MediaType.JSON)  # type: ignore[return-value]
+
+
+class _EncodedAnswer(ASGIResponse):
+    """A turn's JSON answer, encoded as Litestar encodes a Response's content, and sent as
+    it is: a Response is resolved against the handler's and the app's layers (headers,
+    cookies, media type, encoders) on every turn, for none of which the answer has any use.
+    Litestar hands a handler's Response to ``to_asgi_response``: this one is that already."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        return self
 
 
 def _prefers_async(prefer: str) -> bool:
