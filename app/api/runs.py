@@ -154,18 +154,43 @@ class ExecuteController(Controller):
                 headers={"Location": accepted.status_url, "Preference-Applied": "respond-async"},
             )
             return answer  # type: ignore[no-any-return]
-        answer_body = encode_json(turn_answer(await runs.executor.complete(prepared)))
-        return _EncodedAnswer(body=answer_body, media_type=MediaType.JSON)  # type: ignore[return-value]
+        answer = turn_answer(await runs.executor.complete(prepared))
+        return _EncodedAnswer(encode_json(answer))  # type: ignore[return-value]
 
 
-class _EncodedAnswer(ASGIResponse):
-    """A turn's JSON answer, encoded as Litestar encodes a Response's content, and sent as
-    it is: a Response is resolved against the handler's and the app's layers (headers,
-    cookies, media type, encoders) on every turn, for none of which the answer has any use.
-    Litestar hands a handler's Response to ``to_asgi_response``: this one is that already."""
+class _EncodedAnswer:
+    """A turn's JSON answer, encoded here as Litestar encodes a Response's content.
 
-    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
-        return self
+    Litestar hands what a handler returns to its ``to_asgi_response``, with what the
+    handler's and the app's layers add (headers, cookies, a background task). A Response
+    would also merge headers of its own, look up encoders and render its content on
+    every turn, for an answer that has none of those: this takes the layers' additions
+    as a Response would and sends the bytes as they are."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def to_asgi_response(
+        self,
+        app: Any,
+        request: Any,
+        *,
+        background: Any = None,
+        cookies: Any = None,
+        headers: dict[str, str] | None = None,
+        status_code: int | None = None,
+        is_head_response: bool = False,
+        **_: Any,
+    ) -> ASGIResponse:
+        return ASGIResponse(
+            body=self._body,
+            media_type=MediaType.JSON,
+            background=background,
+            cookies=cookies,
+            headers=headers,
+            status_code=status_code or 200,
+            is_head_response=is_head_response,
+        )
 
 
 def _prefers_async(prefer: str) -> bool:
