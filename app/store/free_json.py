@@ -36,10 +36,10 @@ def escape(value: Any) -> Any:
     # finds that without building anything; the rest is mapped below.
     kind = type(value)
     if kind is dict:
-        if _nothing_to_escape(value.items()):
+        if _plain_object(value):
             return value
     elif kind is list:
-        if _nothing_to_escape(enumerate(value)):
+        if _plain_array(value):
             return value
     elif kind is int:
         return value if _INT64_MIN <= value <= _INT64_MAX else {_BIG_INT: str(value)}
@@ -52,17 +52,28 @@ def escape(value: Any) -> Any:
     return value
 
 
-def _nothing_to_escape(items: Any) -> bool:
+def _plain_object(value: dict[str, Any]) -> bool:
+    """Whether ``escape`` returns this dict as it is: no key or value needs escaping."""
     search = _KEY_NEEDS_ESCAPE.search
-    for key, item in items:
-        if type(key) is str and (not key or search(key)):
+    for key, item in value.items():
+        if not key or search(key):
             return False
         kind = type(item)
-        if kind in _LEAVES:
-            continue
-        if (kind is dict or kind is list or kind is int) and escape(item) is item:
-            continue
-        return False
+        if kind not in _LEAVES and not (
+            (kind is dict or kind is list or kind is int) and escape(item) is item
+        ):
+            return False
+    return True
+
+
+def _plain_array(value: list[Any]) -> bool:
+    """Whether ``escape`` returns this list as it is: no item needs escaping."""
+    for item in value:
+        kind = type(item)
+        if kind not in _LEAVES and not (
+            (kind is dict or kind is list or kind is int) and escape(item) is item
+        ):
+            return False
     return True
 
 
