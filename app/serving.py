@@ -143,12 +143,26 @@ class _AnnouncingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            # What start-up made (modules, the app, the compiled examples) lives as long
-            # as the process: frozen, it is left out of the collector's full collections,
-            # which otherwise walk it all again, pausing every turn in flight.
-            gc.collect()
-            gc.freeze()
+            _tune_garbage_collection()
             print(self._announcement, flush=True)
+
+
+# Young collections every 2,000 allocations (Python's default is 700, about a turn's
+# worth: a turn's short-lived objects were caught alive and promoted), full ones
+# considered ten times less often than by default.
+GC_THRESHOLDS = (2000, 10, 100)
+
+
+def _tune_garbage_collection() -> None:
+    """Full collections walk every container the process holds, the embedded store's
+    documents included, and pause every turn in flight while they do: under load they
+    came about once a second and took 30 to 130 ms, and found next to nothing to free
+    (Tandem's data has no reference cycles). What start-up made (modules, the app, the
+    compiled examples, a restored data file) lives as long as the process: frozen, it
+    is left out of them; and they are made rarer (docs/performance.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class _stopping_quietly:
