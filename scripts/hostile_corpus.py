@@ -340,6 +340,28 @@ def corpus(sizes: Sizes) -> list[Case]:
                 ),
             ),
         ),
+        Case(
+            "deep_keys_to_escape",
+            "inputs and data nested as deep as allowed, with keys MongoDB refuses at the bottom",
+            _input_workflow({}),
+            (
+                Raw(
+                    "inputs",
+                    "POST",
+                    "/v1/workflows/{workflow_id}/execute",
+                    b'{"inputs": {"a": ' + _nested_key_to_escape(30) + b"}}",
+                ),
+                Turn(),
+                Raw(
+                    "data",
+                    "POST",
+                    "/v1/workflows/{workflow_id}/execute",
+                    b'{"run_id": "{run_id}", "run_input": {"message": "m", "data": '
+                    + _nested_key_to_escape(30)
+                    + b"}}",
+                ),
+            ),
+        ),
     ]
 
 
@@ -425,3 +447,12 @@ def _large_definition(nodes: int = 500, body_bytes: int = 1_000_000) -> dict[str
 
 def _nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
+
+
+def _nested_key_to_escape(depth: int) -> bytes:
+    """Objects and arrays nested ``depth`` levels, with keys holding ``$`` and ``.`` at
+    the bottom: stored escaped (every part visited a bounded number of times)."""
+    inner = b'{"$set": {"a.b": 1}}'
+    for level in range(depth - 1):
+        inner = b'{"k": ' + inner + b"}" if level % 2 else b"[" + inner + b"]"
+    return inner

@@ -32,49 +32,38 @@ _LEAVES = frozenset({str, float, bool, type(None)})
 
 def escape(value: Any) -> Any:
     """``value`` (any JSON value) as a BSON-storable value."""
-    # Nearly every value needs no escape: one quick look through plain dicts and lists
-    # finds that without building anything; the rest is mapped below.
+    # Nearly every value needs no escape: one look through it, building nothing, finds
+    # that; only a value that does is mapped. Either way each part is visited at most
+    # twice, however deep what needs escaping lies.
+    return value if _plain(value) else _escaped(value)
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is stored as it is: no key or integer in it needs escaping."""
     kind = type(value)
+    if kind in _LEAVES:
+        return True
     if kind is dict:
-        if _plain_object(value):
-            return value
-    elif kind is list:
-        if _plain_array(value):
-            return value
-    elif kind is int:
-        return value if _INT64_MIN <= value <= _INT64_MAX else {_BIG_INT: str(value)}
+        search = _KEY_NEEDS_ESCAPE.search
+        for key, item in value.items():
+            if not key or search(key) or (type(item) not in _LEAVES and not _plain(item)):
+                return False
+        return True
+    if kind is list:
+        return all(type(item) in _LEAVES or _plain(item) for item in value)
+    if kind is int:
+        return bool(_INT64_MIN <= value <= _INT64_MAX)
+    return False  # anything else is left to _escaped
+
+
+def _escaped(value: Any) -> Any:
     if isinstance(value, dict):
-        return _mapped_object(value, _stored_key, escape)
+        return _mapped_object(value, _stored_key, _escaped)
     if isinstance(value, list):
-        return _mapped_array(value, escape)
+        return _mapped_array(value, _escaped)
     if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
         return {_BIG_INT: str(value)}
     return value
-
-
-def _plain_object(value: dict[str, Any]) -> bool:
-    """Whether ``escape`` returns this dict as it is: no key or value needs escaping."""
-    search = _KEY_NEEDS_ESCAPE.search
-    for key, item in value.items():
-        if not key or search(key):
-            return False
-        kind = type(item)
-        if kind not in _LEAVES and not (
-            (kind is dict or kind is list or kind is int) and escape(item) is item
-        ):
-            return False
-    return True
-
-
-def _plain_array(value: list[Any]) -> bool:
-    """Whether ``escape`` returns this list as it is: no item needs escaping."""
-    for item in value:
-        kind = type(item)
-        if kind not in _LEAVES and not (
-            (kind is dict or kind is list or kind is int) and escape(item) is item
-        ):
-            return False
-    return True
 
 
 def unescape(value: Any) -> Any:
