@@ -12,7 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody
 from litestar.response import ServerSentEvent
 from litestar.response.base import ASGIResponse
-from litestar.serialization import encode_json
+from litestar.serialization import encode_json, get_serializer
 
 from app.api.answers import run_detail, run_summary, turn_accepted, turn_answer
 from app.api.dependencies import API_KEY_SECURITY, Caller, run_services
@@ -155,17 +155,20 @@ class ExecuteController(Controller):
             )
             return answer  # type: ignore[no-any-return]
         answer = turn_answer(await runs.executor.complete(prepared))
-        return _EncodedAnswer(encode_json(answer))  # type: ignore[return-value]
+        serializer = get_serializer(request.route_handler.resolve_type_encoders())
+        return _EncodedAnswer(encode_json(answer, serializer))  # type: ignore[return-value]
 
 
 class _EncodedAnswer:
-    """A turn's JSON answer, encoded here as Litestar encodes a Response's content.
+    """A turn's JSON answer, encoded here as Litestar encodes a Response's content (with
+    the layers' type encoders).
 
     Litestar hands what a handler returns to its ``to_asgi_response``, with what the
     handler's and the app's layers add (headers, cookies, a background task). A Response
-    would also merge headers of its own, look up encoders and render its content on
-    every turn, for an answer that has none of those: this takes the layers' additions
-    as a Response would and sends the bytes as they are."""
+    would also merge headers of its own and resolve its encoding on every turn, for an
+    answer that needs none of that: this takes the layers' additions as a Response
+    would and sends the bytes as they are. An ``after_request`` hook, which is handed
+    the Response itself, would not work with it: a test keeps the route without one."""
 
     def __init__(self, body: bytes) -> None:
         self._body = body

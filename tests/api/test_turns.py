@@ -186,3 +186,24 @@ async def test_a_run_id_carries_the_second_of_its_creation(client: Client, booki
     created = (await client.get(f"/v1/runs/{run_id}")).json()["created_at"]
     created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
     assert ObjectId(run_id).generation_time == created_at.replace(microsecond=0)
+
+
+def test_the_execute_answer_has_no_after_request_hook_to_skip() -> None:
+    """A blocking turn's answer is encoded by the handler and handed to Litestar as an
+    ASGI response (app/api/runs.py): the layers' headers, cookies, background tasks and
+    type encoders reach it, but an ``after_request`` hook, handed the Response itself,
+    would fail on it. Adding one to a layer of the execute route must change that code."""
+    from litestar import Litestar
+    from litestar.routes import HTTPRoute
+
+    from app.config import Settings
+    from app.server import create_app
+
+    app: Litestar = create_app(Settings(api_keys={"k": "t"}))
+    execute = next(
+        handler
+        for route in app.routes
+        if isinstance(route, HTTPRoute) and route.path.endswith("/execute")
+        for handler in route.route_handlers
+    )
+    assert [layer for layer in execute.ownership_layers if layer.after_request] == []
