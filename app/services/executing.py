@@ -552,9 +552,7 @@ class TurnExecutor:
             "cleanup_after": done.cleanup_after,
             "log_json": log_json,
         }
-        if recorder is None:
-            return await self._runs.commit_turn(done.id, claim.token, **fields)
-        if recorder.claimed:
+        if recorder is None or recorder.claimed:
             committed = await self._runs.commit_turn(done.id, claim.token, **fields)
         else:
             if recorder.run_expired(self._clock()):
@@ -569,7 +567,7 @@ class TurnExecutor:
                 committed = True
             if not committed:
                 raise _RunChanged
-        if committed:
+        if committed and recorder is not None:
             recorder.revision += 1
         return committed
 

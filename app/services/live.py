@@ -127,10 +127,8 @@ class LiveRuns:
         if self._turns.get(run_id) is live:
             del self._turns[run_id]
 
-    def begin_unclaimed(self, run_id: ObjectId) -> "UnclaimedTurn":
-        turn = UnclaimedTurn()
-        self._unclaimed[run_id] = turn
-        return turn
+    def begin_unclaimed(self, run_id: ObjectId) -> None:
+        self._unclaimed[run_id] = UnclaimedTurn()
 
     def unclaimed(self, run_id: ObjectId) -> "UnclaimedTurn | None":
         return self._unclaimed.get(run_id)

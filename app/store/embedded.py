@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from bson import ObjectId
+from bson import BSON, ObjectId
 
 _patched = False
 # Immutable values a BSON document holds: every walk returns them as they are, except
@@ -158,7 +158,6 @@ def _inserting_as_bson(insert_anything: Any, collection_module: Any) -> Any:
     hold) and decoded again. The decoding, in C, is the deep copy with datetimes made
     naive UTC to the millisecond that mongomock otherwise makes in Python, walking
     every value; the archive of a turn's events was a tenth of a turn's time with it."""
-    from bson import BSON
     from mongomock import DuplicateKeyError, helpers
 
     def insert(self: Any, data: Any, session: Any = None, ordered: bool = True) -> Any:
@@ -175,7 +174,7 @@ def _inserting_as_bson(insert_anything: Any, collection_module: Any) -> Any:
         # encoding; before, the stored copy holds it too).
         if "_id" not in data:
             data["_id"] = ObjectId()
-        stored = BSON.encode(data).decode()
+        stored = _as_stored_by_bson(data)
         object_id = data["_id"]
         if isinstance(object_id, dict):
             object_id = helpers.hashdict(object_id)
@@ -357,13 +356,11 @@ def _finding_and_updating_at_once(find_everywhere: Any, collection_module: Any) 
     return find_one_and_update
 
 
-def _as_stored_by_bson(update: dict[str, Any]) -> dict[str, Any]:
-    """An update document with its values as MongoDB stores them (``_as_stored``): encoded
-    to BSON and decoded, in C, which also refuses what BSON cannot hold, as mongomock's
-    own updates do for each field."""
-    from bson import BSON
-
-    stored: dict[str, Any] = BSON.encode(update).decode()
+def _as_stored_by_bson(document: dict[str, Any]) -> dict[str, Any]:
+    """A document (inserted, or an update's) with its values as MongoDB stores them
+    (``_as_stored``): encoded to BSON and decoded, in C, which also refuses what BSON
+    cannot hold, as mongomock does for an insert and for each field an update sets."""
+    stored: dict[str, Any] = BSON.encode(document).decode()
     return stored
 
 
