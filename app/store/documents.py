@@ -381,13 +381,6 @@ def largest_variable(state: CommittedState) -> tuple[str, int] | None:
     return max(sizes.items(), key=lambda item: item[1]) if sizes else None
 
 
-def events_to_documents(events: list[Event]) -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = msgspec.to_builtins(events, builtin_types=(datetime,))
-    for document in documents:
-        document["data"] = escape(document["data"])
-    return documents
-
-
 # Where each stored kind keeps free-form values: escaped on the way in, unescaped out.
 def _escape_free(document: dict[str, Any], value: msgspec.Struct) -> None:
     if isinstance(value, RunDocument):
