@@ -479,6 +479,13 @@ def _report(args: argparse.Namespace, rounds: list[Round], stacks: dict[str, str
         if median.target is not None:
             met = "met" if median.value >= median.target else "MISSED"
             line += f"   target >= {median.target:.0%}: {met}"
+            # How far the rounds spread, and how many met it: the median alone hides
+            # whether a target holds in every round or only in the luckier ones.
+            values = [ratios[position].value for ratios in per_round]
+            meeting = sum(value >= median.target for value in values)
+            line += (
+                f" (rounds {min(values):.1%}-{max(values):.1%}, met in {meeting} of {len(values)})"
+            )
         print(line)
 
 
