@@ -27,11 +27,12 @@ it. The ratios (embedded and driver turns/s to bare req/s, and CPU per request o
 embedded and driver to bare and of driver to embedded) are taken within each round,
 because the speed of a shared machine drifts by ±30% from one minute to the next; the
 loads alternate over several rounds, and the median of each figure over the rounds is
-reported next to the targets: embedded turns at least 25% of the bare POST's rate,
-driver-path turns at least 18%. "By CPU" is the ratio the rates would have if each
-load were bound by its server's CPU alone (bare CPU per request divided by the
-load's), which is what the driver path can be judged by when the double, or a machine
-with fewer free cores than its two busy processes need, is the bottleneck. wrk (a C
+reported next to the targets (embedded turns at least 25% of the bare POST's rate,
+driver-path turns at least 18%), with the rounds' spread and how many met each. "By
+CPU" is the ratio the rates would have if each load were bound by its server's CPU
+alone (bare CPU per request divided by the load's), which is what the driver path can
+be judged by when the double, or a machine with fewer free cores than its two busy
+processes need, is the bottleneck. wrk (a C
 load generator) keeps the client from being the bottleneck: ``apt-get install wrk``.
 Linux only (``/proc``; the loop and HTTP parser each server really loaded are read
 from its ``/proc/<pid>/maps`` and shown).
