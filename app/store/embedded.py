@@ -48,8 +48,10 @@ def open_embedded_client() -> Any:
 # mongomock looks for TTL-expired documents through the whole collection on every read:
 # with a TTL index (runs, idempotency keys), each turn would cost as much as the store
 # holds. MongoDB's own TTL monitor runs once a minute, and Tandem checks expiry in code
-# anyway (retention, keys), so the embedded store looks at most once a second.
-TTL_SWEEP_SECONDS = 1.0
+# anyway (retention, keys), so the embedded store looks as often, at the first read after
+# a minute. (Once a second, a server under load spent 2.6% of its time and stalled 26 ms
+# every second scanning 30,000 runs, and more as runs accumulated.)
+TTL_SWEEP_SECONDS = 60.0
 
 
 def _expire_at_most_every(seconds: float) -> None:

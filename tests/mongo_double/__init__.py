@@ -46,9 +46,11 @@ accepted and change nothing; an unacknowledged write (``moreToCome``) gets no re
 **What it does not**: any other command answers ``CommandNotFound`` (code 59), and any
 field a command does not know (``collation``, ``txnNumber``, pipeline updates...) is
 refused by name rather than ignored. No transactions, change streams, tailable or exhaust
-cursors, compression, TLS or authentication; TTL indexes are kept but never expire
-anything; cursors are snapshots taken when they open; write concerns are moot (one node,
-in memory); query semantics are mongomock's.
+cursors, compression, TLS or authentication; no TTL monitor (TTL indexes expire
+documents as the embedded store's do, at the first command on the collection a minute or
+more after the last look, as MongoDB's monitor runs once a minute); cursors are
+snapshots taken when they open; write concerns are moot (one node, in memory); query
+semantics are mongomock's.
 """
 
 from tests.mongo_double.commands import supported_commands

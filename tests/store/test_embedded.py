@@ -276,3 +276,22 @@ def test_an_insert_bson_cannot_hold_is_refused_as_pymongo_refuses_it(
     (error_type, message), stored = insert_both_ways(document)[0]
     assert error_type is InvalidDocument and message.startswith("Invalid document:")
     assert stored == [[("_id", 2), ("tenant", "other")]]
+
+
+def test_expired_documents_go_at_the_first_read_after_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mongomock looks through a whole collection for expired documents on every read,
+    so that each read would cost as much as the store holds. The embedded store looks
+    once a minute, as MongoDB's TTL monitor runs: an expired run stays until then (every
+    request treats it as gone anyway), then goes."""
+    seconds = [1000.0]
+    monkeypatch.setattr(embedded.time, "monotonic", lambda: seconds[0])
+    runs = mongomock.MongoClient().db.runs
+    runs.create_index([("cleanup_after", 1)], expireAfterSeconds=0)
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    runs.insert_one({"_id": 1, "cleanup_after": yesterday})  # looks first: none expired yet
+    seconds[0] += 59
+    assert runs.find_one({"_id": 1}) is not None
+    seconds[0] += 2
+    assert runs.find_one({"_id": 1}) is None
