@@ -72,6 +72,11 @@ class WorkflowController(Controller):
     @post(
         "/{workflow_id:str}/versions",
         summary="Publish a new version",
+        description=(
+            "Stores the definition as the next version. The answer comes a quarter of a"
+            " second after it is stored: from then on a first turn without `?version`"
+            " pins this version (or a later one), whichever server process it reaches."
+        ),
         responses=error_responses(*_BODY, *_READ, "invalid_definition"),
     )
     async def publish(

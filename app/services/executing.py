@@ -33,10 +33,11 @@ again the usual way, from a claim, and so answers as a turn arriving after the c
 ``409 turn_in_progress`` at once, as it would against a claim.
 
 Round trips per turn, whatever the number of nodes executed (plus one read of the
-version when its compiled form is not cached yet):
-- blocking first turn: read the workflow, insert the run;
-- streamed or asynchronous first turn: read the workflow, insert the run (claimed),
-  commit;
+version when its compiled form is not cached yet, and a first turn's read of the
+workflow's latest version when this process has not read it within
+``LATEST_VERSION_SECONDS``, see ``app.services.workflows``):
+- blocking first turn: insert the run;
+- streamed or asynchronous first turn: insert the run (claimed), commit;
 - blocking later turn, the run cached here: commit (conditional); if the run changed
   meanwhile, then as a later turn;
 - later turn: claim, commit; archiving its events follows, off the critical path;
@@ -281,8 +282,8 @@ class TurnExecutor:
         turn_input: TurnInput,
         blocking: bool,
     ) -> PreparedTurn:
-        workflow = await self._workflows.get(tenant, workflow_id)
-        pinned = workflow.latest_version if request.version is None else request.version
+        latest = await self._workflows.latest_version(tenant, workflow_id)
+        pinned = latest if request.version is None else request.version
         compiled = await self._workflows.compiled(tenant, workflow_id, pinned)
         now = self._clock()
         claim = self._new_claim(turn_input, request.request)

@@ -1,14 +1,20 @@
 """A blocking first turn stores its run once, when it ends: nobody knows the run's id
 before its answer. One that runs past the poll interval is stored at its first progress
-record instead, and is listed as running from then on."""
+record instead, and is listed as running from then on. A first turn pins the latest
+version, which each process keeps for a moment rather than reading it every time."""
 
 import asyncio
+import time
 from typing import Any
+
+import pytest
 
 from app.config import Settings
 from app.server import create_app
+from app.services import workflows as workflow_service
 from tests.api.helpers import serving
 from tests.api.llm_scripts import Scripted
+from tests.conftest import KEY_B
 from tests.support import BOOKING, YieldingDatabase, flow
 
 GREETER = flow(
@@ -89,3 +95,66 @@ async def test_a_long_blocking_first_turn_is_stored_and_listed_while_it_runs(
         events = (await http.get(f"/v1/runs/{run_id}/events")).json()["events"]
         assert events == answer.json()["events"]
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def reads_of(database: YieldingDatabase, collection: str) -> list[str]:
+    """The find_one calls made to ``collection`` from now on (until ``release``)."""
+    calls: list[str] = []
+    database.hold(collection, "find_one", lambda _: calls.append("find_one") is not None)
+    return calls
+
+
+CHANGED = flow(("bye", {"type": "end", "output": {"v": "1"}}))
+
+
+async def test_first_turns_read_the_latest_version_once_in_a_while(
+    settings: Settings, database: YieldingDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workflow_service, "LATEST_VERSION_SECONDS", 1.0)
+    async with serving(create_app(settings, database=database)) as http:  # type: ignore[arg-type]
+        workflow_id = await create(http, BOOKING)
+        reads = reads_of(database, "workflows")
+        for _ in range(5):
+            answer = await http.post(f"/v1/workflows/{workflow_id}/execute", json={})
+            assert answer.status_code == 200 and answer.json()["version"] == 0
+        database.release()
+        assert reads == ["find_one"]
+        await asyncio.sleep(1.0)
+        reads = reads_of(database, "workflows")
+        await http.post(f"/v1/workflows/{workflow_id}/execute", json={})
+        database.release()
+        assert reads == ["find_one"]  # read again once the interval has passed
+
+        # Another tenant's first turn is refused as ever, however recently it was read.
+        other = await http.post(
+            f"/v1/workflows/{workflow_id}/execute", json={}, headers={"X-API-Key": KEY_B}
+        )
+        assert other.status_code == 404 and other.json()["code"] == "not_found"
+
+
+async def test_a_first_turn_after_a_publish_pins_it_in_every_process(
+    settings: Settings, database: YieldingDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two servers on one database; each keeps the latest version for two seconds, far
+    # longer than the publish below takes, so only the publish's wait lets the second
+    # server's next first turn see the new version.
+    monkeypatch.setattr(workflow_service, "LATEST_VERSION_SECONDS", 2.0)
+    one = serving(create_app(settings, database=database))  # type: ignore[arg-type]
+    two = serving(create_app(settings, database=database))  # type: ignore[arg-type]
+    async with one as publisher, two as runner:
+        workflow_id = await create(publisher, BOOKING)
+        before = await runner.post(f"/v1/workflows/{workflow_id}/execute", json={})
+        assert before.json()["version"] == 0  # the second server now keeps version 0
+
+        started = time.monotonic()
+        published = await publisher.post(
+            f"/v1/workflows/{workflow_id}/versions", json={"definition": CHANGED}
+        )
+        assert published.status_code == 201 and published.json()["version"] == 1
+        assert time.monotonic() - started >= 2.0  # it answered once no process kept 0
+
+        for http in (runner, publisher):
+            after = await http.post(f"/v1/workflows/{workflow_id}/execute", json={})
+            assert after.json()["version"] == 1 and after.json()["output"] == {"v": 1}
+            pinned = await http.post(f"/v1/workflows/{workflow_id}/execute?version=0", json={})
+            assert pinned.json()["version"] == 0

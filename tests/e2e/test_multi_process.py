@@ -1,6 +1,7 @@
 """Two ``python -m app`` processes on one MongoDB, as a deployment with replicas runs them:
 a turn executing in one is followed, cancelled and, once its process is killed, executed
-again from the other.
+again from the other; a version published through one is what the other's next first
+turn pins.
 
 The store is the wire-level MongoDB double in a process of its own (or the MongoDB of
 ``MONGODB_URI``), so that both servers talk to it through PyMongo's real
@@ -296,6 +297,29 @@ async def test_a_stream_resumed_mid_text_misses_nothing_and_repeats_nothing(
         else:
             seq, characters = sse.data["seq"], 0
             assert sse.id == str(seq)
+    assert_no_errors(cluster.first, cluster.second)
+
+
+async def test_a_version_published_through_one_process_is_pinned_next_by_the_other(
+    cluster: Cluster,
+) -> None:
+    def ending(value: str) -> dict[str, Any]:
+        return {"start": "done", "nodes": {"done": {"type": "end", "output": {"v": f"'{value}'"}}}}
+
+    async with client(cluster.first) as first, client(cluster.second) as second:
+        created = await first.post("/v1/workflows", json={"name": "v", "definition": ending("0")})
+        assert created.status_code == 201, created.text
+        execute = f"/v1/workflows/{created.json()['workflow_id']}/execute"
+        # The second process reads the latest version, and keeps it for a moment
+        # (app/services/workflows.py): far longer than the publish below takes to store.
+        assert (await second.post(execute, json={})).json()["output"] == {"v": "0"}
+        published = await first.post(
+            f"/v1/workflows/{created.json()['workflow_id']}/versions",
+            json={"definition": ending("1")},
+        )
+        assert published.status_code == 201 and published.json()["version"] == 1
+        answer = (await second.post(execute, json={})).json()
+        assert answer["version"] == 1 and answer["output"] == {"v": "1"}
     assert_no_errors(cluster.first, cluster.second)
 
 
