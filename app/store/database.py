@@ -31,6 +31,7 @@ class Connection:
                 raise StoreUnavailable(
                     f"MONGODB_URI {redact(uri)} is not usable: {_first_line(error)}"
                 ) from None
+            _refuse_what_runs_cannot_rest_on(self._client, uri)
         self._uri = uri
         self.database = cast(Database, self._client[database_name])
 
@@ -67,3 +68,19 @@ def _first_line(error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     # PyMongo appends the whole topology description after a comma-separated detail.
     return text.split(", Timeout:")[0].rstrip(".") + "."
+
+
+def _refuse_what_runs_cannot_rest_on(client: AsyncMongoClient[Any], uri: str) -> None:
+    """Every write Tandem makes is conditional on what it read (a claim, a commit, a
+    publish's wait): it needs reads from the primary and writes it is told were applied."""
+    if client.read_preference != pymongo.ReadPreference.PRIMARY:
+        raise StoreUnavailable(
+            f"MONGODB_URI {redact(uri)} sets readPreference="
+            f"{client.read_preference.mongos_mode}: Tandem needs reads from the primary"
+            " (remove readPreference from the URI)."
+        )
+    if not client.write_concern.acknowledged:
+        raise StoreUnavailable(
+            f"MONGODB_URI {redact(uri)} sets w=0: Tandem needs to know that each write was"
+            " applied (remove w=0 from the URI)."
+        )
