@@ -49,6 +49,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # How often a turn in flight records its progress (and so learns of a stop), and how
     # often a run stream reads a run executing in another server process.
     poll_ms: float = 250.0
+    # How long each process keeps a workflow's latest version for first turns, and so how
+    # long (and a little more) a publish waits before it answers (``LatestVersions``). The
+    # same on every process sharing a database. 0: read every time, and answer at once.
+    latest_version_ms: float = 250.0
     # How often each process looks for turns whose server died; None: every 10 s on
     # MongoDB, never on the embedded store (one process owns it: none can die apart).
     sweep_seconds: float | None = None
@@ -148,6 +152,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             llm_max_retries=_whole(env, "TANDEM_LLM_MAX_RETRIES", 2, allow_zero=True),
             echo_delay_ms=_number(env, "TANDEM_ECHO_DELAY_MS", 0.0, allow_zero=True),
             poll_ms=_number(env, "TANDEM_POLL_MS", 250.0),
+            latest_version_ms=_number(env, "TANDEM_LATEST_VERSION_MS", 250.0, allow_zero=True),
             stream_keepalive_seconds=_number(env, "TANDEM_STREAM_KEEPALIVE_SECONDS", 15.0),
             sweep_seconds=_number(env, "TANDEM_SWEEP_SECONDS", 10.0, allow_zero=True)
             if "TANDEM_SWEEP_SECONDS" in env

@@ -29,6 +29,7 @@ from app.errors import TandemError
 from app.examples import load_examples
 from app.llm import build_llm_client
 from app.playground import playground_router
+from app.services.latest_versions import LatestVersions
 from app.services.run_services import RunServices
 from app.services.turn_model import TurnSettings
 from app.services.workflows import WorkflowService
@@ -64,7 +65,12 @@ def create_app(
             db = connection.database
         store = Store(db)
         await store.ensure_indexes()
-        workflows = WorkflowService(store.workflows, clock, settings.definitions)
+        workflows = WorkflowService(
+            store.workflows,
+            clock,
+            settings.definitions,
+            LatestVersions(keep_seconds=settings.latest_version_ms / 1000),
+        )
         app.state.store = store
         app.state.settings = settings
         app.state.workflows = workflows

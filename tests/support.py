@@ -117,6 +117,7 @@ class YieldingDatabase:
         self._database = database
         self._gate = asyncio.Event()
         self._holds: list[tuple[str, str, Callable[[tuple[Any, ...]], bool]]] = []
+        self._records: list[tuple[str, frozenset[str], list[str]]] = []
         self._faults: list[tuple[str, str, Callable[[tuple[Any, ...]], bool], Exception]] = []
         self.waiting = 0
 
@@ -137,11 +138,22 @@ class YieldingDatabase:
         self._holds.append((collection, method, when))
         self._gate.clear()
 
+    def record(self, collection: str, *methods: str) -> list[str]:
+        """The names of the calls of ``methods`` made to ``collection`` from now on (until
+        ``release``), in order."""
+        calls: list[str] = []
+        self._records.append((collection, frozenset(methods), calls))
+        return calls
+
     def release(self) -> None:
         self._holds.clear()
+        self._records.clear()
         self._gate.set()
 
     async def pass_gate(self, collection: str, method: str, args: tuple[Any, ...]) -> None:
+        for recorded_collection, methods, calls in self._records:
+            if recorded_collection == collection and method in methods:
+                calls.append(method)
         for fault in self._faults:
             faulty_collection, faulty_method, when, error = fault
             if (faulty_collection, faulty_method) == (collection, method) and when(args):

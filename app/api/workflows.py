@@ -73,9 +73,10 @@ class WorkflowController(Controller):
         "/{workflow_id:str}/versions",
         summary="Publish a new version",
         description=(
-            "Stores the definition as the next version. The answer comes a quarter of a"
-            " second after it is stored: from then on a first turn without `?version`"
-            " pins this version (or a later one), whichever server process it reaches."
+            "Stores the definition as the next version. The answer comes about a quarter"
+            " of a second after it is stored (the server's TANDEM_LATEST_VERSION_MS, and"
+            " 50 ms more): from then on a first turn without `?version` pins this version"
+            " (or a later one), whichever server process it reaches."
         ),
         responses=error_responses(*_BODY, *_READ, "invalid_definition"),
     )

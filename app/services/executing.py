@@ -34,8 +34,8 @@ again the usual way, from a claim, and so answers as a turn arriving after the c
 
 Round trips per turn, whatever the number of nodes executed (plus one read of the
 version when its compiled form is not cached yet, and a first turn's read of the
-workflow's latest version when this process has not read it within
-``LATEST_VERSION_SECONDS``, see ``app.services.workflows``):
+workflow's latest version when this process has not read it lately, see
+``app.services.latest_versions``):
 - blocking first turn: insert the run;
 - streamed or asynchronous first turn: insert the run (claimed), commit;
 - blocking later turn, the run cached here: commit (conditional); if the run changed
@@ -282,6 +282,7 @@ class TurnExecutor:
         turn_input: TurnInput,
         blocking: bool,
     ) -> PreparedTurn:
+        # Also the tenant's check when ?version is given: compiled versions are kept by id.
         latest = await self._workflows.latest_version(tenant, workflow_id)
         pinned = latest if request.version is None else request.version
         compiled = await self._workflows.compiled(tenant, workflow_id, pinned)

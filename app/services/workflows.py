@@ -1,21 +1,11 @@
-"""Publishing workflows, the cache of compiled versions that turns run, and the latest
-version that first turns pin.
+"""Publishing workflows, and the cache of compiled versions that turns run.
 
 Compiling a definition (Jinja2 turns each template into Python) takes up to about
 two seconds for the largest one the limits allow, so it runs in a small thread
 pool of its own: the event loop goes on serving other requests meanwhile.
-
-A first turn pins its workflow's latest version. Reading it is a round trip of its own
-(on a booking conversation, a fifth of the store calls), so each process keeps what it
-read for ``LATEST_VERSION_SECONDS``, and a publish answers only once that long has
-passed since its version became the latest: by then no process, this one or another
-sharing the database, still keeps an older one, so a first turn sent after a publish's
-answer pins the new version, wherever it lands. A publish takes that much longer; it is
-rare, and first turns are not.
 """
 
 import asyncio
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +23,7 @@ from app.engine.compiler import (
 )
 from app.engine.templating import EvaluationError, to_storable
 from app.errors import DefinitionRejected, ErrorItem, InvalidInput, NotFound
+from app.services.latest_versions import LatestVersions
 from app.store.documents import VersionDocument, VersionSummary, WorkflowDocument
 from app.store.workflows import WorkflowStore
 
@@ -42,28 +33,24 @@ from app.store.workflows import WorkflowStore
 COMPILED_CACHE_CHARACTERS = 2_000_000
 MIN_CACHE_WEIGHT = 1_024
 COMPILER_THREADS = 2
-# How long a process pins first turns to the latest version it read, and so how long a
-# publish waits before it answers.
-LATEST_VERSION_SECONDS = 0.25
-# Workflows whose latest version is kept, the most recently used first.
-LATEST_VERSIONS_KEPT = 10_000
 
 
 class WorkflowService:
     def __init__(
-        self, workflows: WorkflowStore, clock: Clock, limits: DefinitionLimits = DEFAULT_LIMITS
+        self,
+        workflows: WorkflowStore,
+        clock: Clock,
+        limits: DefinitionLimits = DEFAULT_LIMITS,
+        latest: LatestVersions | None = None,
     ) -> None:
         self._workflows = workflows
+        self._latest = latest or LatestVersions(keep_seconds=0)
         self._clock = clock
         self._limits = limits
         self._compiler = ThreadPoolExecutor(COMPILER_THREADS, thread_name_prefix="compile")
         # Published versions never change, so each is compiled once per process.
         self._compiled: OrderedDict[tuple[ObjectId, int], CompiledWorkflow] = OrderedDict()
         self._cached_weight = 0
-        # By (tenant, workflow): its latest version, and when the read that found it began
-        # (time.monotonic()): the store's latest can only have moved on since then.
-        self._latest: OrderedDict[tuple[str, ObjectId], tuple[int, float]] = OrderedDict()
-        self._latest_seconds = LATEST_VERSION_SECONDS
 
     def close(self) -> None:
         self._compiler.shutdown(wait=False, cancel_futures=True)
@@ -92,26 +79,7 @@ class WorkflowService:
         compiled = await self._compile(definition)
         version = await self._workflows.publish_version(workflow, definition, self._clock())
         self._remember(workflow.id, version, compiled)
-        # Until then a process may pin first turns to the version it read before this one.
-        await asyncio.sleep(self._latest_seconds)
-        return version
-
-    async def latest_version(self, tenant: str, workflow_id: ObjectId) -> int:
-        """The version a first turn pins: the latest as of at most ``LATEST_VERSION_SECONDS``
-        ago (see the module's docstring), or a 404 for a workflow the tenant does not have."""
-        key = (tenant, workflow_id)
-        kept = self._latest.get(key)
-        began = time.monotonic()
-        if kept is not None and began - kept[1] < self._latest_seconds:
-            self._latest.move_to_end(key)
-            return kept[0]
-        version = (await self.get(tenant, workflow_id)).latest_version
-        kept = self._latest.get(key)
-        if kept is None or kept[1] < began:  # else a read begun later has answered
-            self._latest[key] = (version, began)
-            self._latest.move_to_end(key)
-            if len(self._latest) > LATEST_VERSIONS_KEPT:
-                self._latest.popitem(last=False)
+        await self._latest.published()
         return version
 
     async def get(self, tenant: str, workflow_id: ObjectId) -> WorkflowDocument:
@@ -119,6 +87,15 @@ class WorkflowService:
         if workflow is None:
             raise NotFound(f"No workflow {workflow_id}.")
         return workflow
+
+    async def latest_version(self, tenant: str, workflow_id: ObjectId) -> int:
+        """The version a first turn pins (``LatestVersions``), or a 404 for a workflow the
+        tenant does not have."""
+
+        async def read() -> int:
+            return (await self.get(tenant, workflow_id)).latest_version
+
+        return await self._latest.pinned(tenant, workflow_id, read)
 
     async def find(self, tenant: str, workflow_id: ObjectId) -> WorkflowDocument | None:
         return await self._workflows.find(tenant, workflow_id)

@@ -7,11 +7,10 @@ import asyncio
 import time
 from typing import Any
 
-import pytest
+import msgspec
 
 from app.config import Settings
 from app.server import create_app
-from app.services import workflows as workflow_service
 from tests.api.helpers import serving
 from tests.api.llm_scripts import Scripted
 from tests.conftest import KEY_B
@@ -25,10 +24,7 @@ GREETER = flow(
 
 def writes_to_runs(database: YieldingDatabase) -> list[str]:
     """The names of the write calls made to ``runs`` from now on (until ``release``)."""
-    calls: list[str] = []
-    for method in ("insert_one", "update_one", "find_one_and_update", "replace_one"):
-        database.hold("runs", method, lambda _, method=method: calls.append(method) is not None)
-    return calls
+    return database.record("runs", "insert_one", "update_one", "find_one_and_update", "replace_one")
 
 
 async def create(http: Any, definition: dict[str, Any]) -> str:
@@ -97,30 +93,23 @@ async def test_a_long_blocking_first_turn_is_stored_and_listed_while_it_runs(
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
-def reads_of(database: YieldingDatabase, collection: str) -> list[str]:
-    """The find_one calls made to ``collection`` from now on (until ``release``)."""
-    calls: list[str] = []
-    database.hold(collection, "find_one", lambda _: calls.append("find_one") is not None)
-    return calls
-
-
 CHANGED = flow(("bye", {"type": "end", "output": {"v": "1"}}))
 
 
 async def test_first_turns_read_the_latest_version_once_in_a_while(
-    settings: Settings, database: YieldingDatabase, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, database: YieldingDatabase
 ) -> None:
-    monkeypatch.setattr(workflow_service, "LATEST_VERSION_SECONDS", 1.0)
-    async with serving(create_app(settings, database=database)) as http:  # type: ignore[arg-type]
+    keeping = msgspec.structs.replace(settings, latest_version_ms=1000)
+    async with serving(create_app(keeping, database=database)) as http:  # type: ignore[arg-type]
         workflow_id = await create(http, BOOKING)
-        reads = reads_of(database, "workflows")
+        reads = database.record("workflows", "find_one")
         for _ in range(5):
             answer = await http.post(f"/v1/workflows/{workflow_id}/execute", json={})
             assert answer.status_code == 200 and answer.json()["version"] == 0
         database.release()
         assert reads == ["find_one"]
         await asyncio.sleep(1.0)
-        reads = reads_of(database, "workflows")
+        reads = database.record("workflows", "find_one")
         await http.post(f"/v1/workflows/{workflow_id}/execute", json={})
         database.release()
         assert reads == ["find_one"]  # read again once the interval has passed
@@ -133,14 +122,14 @@ async def test_first_turns_read_the_latest_version_once_in_a_while(
 
 
 async def test_a_first_turn_after_a_publish_pins_it_in_every_process(
-    settings: Settings, database: YieldingDatabase, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, database: YieldingDatabase
 ) -> None:
     # Two servers on one database; each keeps the latest version for two seconds, far
     # longer than the publish below takes, so only the publish's wait lets the second
     # server's next first turn see the new version.
-    monkeypatch.setattr(workflow_service, "LATEST_VERSION_SECONDS", 2.0)
-    one = serving(create_app(settings, database=database))  # type: ignore[arg-type]
-    two = serving(create_app(settings, database=database))  # type: ignore[arg-type]
+    keeping = msgspec.structs.replace(settings, latest_version_ms=2000)
+    one = serving(create_app(keeping, database=database))  # type: ignore[arg-type]
+    two = serving(create_app(keeping, database=database))  # type: ignore[arg-type]
     async with one as publisher, two as runner:
         workflow_id = await create(publisher, BOOKING)
         before = await runner.post(f"/v1/workflows/{workflow_id}/execute", json={})
