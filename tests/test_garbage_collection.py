@@ -1,20 +1,20 @@
-"""How the server process tunes Python's garbage collector once it is up."""
+"""How the server process (and the wire double) tune Python's garbage collector once up."""
 
 import gc
 from collections.abc import Iterator
 
 import pytest
 
-from app import serving
+from app import garbage_collection
 
 
 @pytest.fixture
 def freezing_after_full_collections() -> Iterator[None]:
-    gc.callbacks.append(serving._freeze_what_full_collections_keep)
+    gc.callbacks.append(garbage_collection._freeze_what_full_collections_keep)
     try:
         yield
     finally:
-        gc.callbacks.remove(serving._freeze_what_full_collections_keep)
+        gc.callbacks.remove(garbage_collection._freeze_what_full_collections_keep)
         gc.unfreeze()
 
 
