@@ -28,6 +28,7 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from tests.e2e.processes import ServerProcess, SseMessage, poll, server_environment, sse_messages
 from tests.mongo_double import running_in_process
+from tests.support import flow
 
 CHAT = "000000000000000000000003"  # the bundled chat assistant: ask, check, answer (LLM), ...
 KEY, TENANT = "mp-key", "mp"
@@ -307,7 +308,7 @@ async def test_a_version_published_through_one_process_is_pinned_next_by_the_oth
     cluster: Cluster,
 ) -> None:
     def ending(value: str) -> dict[str, Any]:
-        return {"start": "done", "nodes": {"done": {"type": "end", "output": {"v": f"'{value}'"}}}}
+        return flow(("done", {"type": "end", "output": {"v": f"'{value}'"}}))
 
     async with client(cluster.first) as first, client(cluster.second) as second:
         created = await first.post("/v1/workflows", json={"name": "v", "definition": ending("0")})
